@@ -1,0 +1,112 @@
+"""What callers ask the engine for, and what they get back. Plain data, no torch: the server imports it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from engine.errors import RequestError
+
+MAX_CANVAS = 4096  # per hole; far above any editor use, low enough that a typo cannot allocate gigabytes
+
+Confidence = Literal["max_prob", "margin", "entropy", "random"]
+Commit = Literal["schedule", "threshold"]
+
+
+@dataclass(frozen=True)
+class Hole:
+    """One span to fill. `canvas` is its length in tokens; `init` is existing text to rewrite ("" = fill)."""
+
+    canvas: int
+    init: str = ""
+
+
+@dataclass(frozen=True)
+class InfillRequest:
+    """Text around one or more holes: segments[0] | hole 0 | segments[1] | ... | hole n-1 | segments[n].
+
+    A cursor completion is one hole between a prefix and a suffix; "fill holes" has several holes and the
+    code between them; "rewrite selection" is one hole whose `init` is the selected text.
+    """
+
+    segments: tuple[str, ...]
+    holes: tuple[Hole, ...]
+
+    def __post_init__(self) -> None:
+        if not self.holes:
+            raise RequestError("infill request has no hole: expected at least one")
+        if len(self.segments) != len(self.holes) + 1:
+            raise RequestError(
+                f"infill request has {len(self.segments)} text segments for {len(self.holes)} holes: "
+                f"expected {len(self.holes) + 1}"
+            )
+        for i, hole in enumerate(self.holes):
+            if not isinstance(hole.canvas, int) or not 1 <= hole.canvas <= MAX_CANVAS:
+                raise RequestError(f"hole {i}: canvas length {hole.canvas!r} is out of range: expected 1..{MAX_CANVAS}")
+        if not any(self.segments) and not any(h.init for h in self.holes):
+            raise RequestError("infill request has empty prefix and suffix: expected some text around the hole")
+
+    @classmethod
+    def at_cursor(cls, prefix: str, suffix: str, canvas: int) -> "InfillRequest":
+        return cls(segments=(prefix, suffix), holes=(Hole(canvas),))
+
+    @classmethod
+    def rewrite(cls, prefix: str, selection: str, suffix: str, canvas: int) -> "InfillRequest":
+        return cls(segments=(prefix, suffix), holes=(Hole(canvas, init=selection),))
+
+    @property
+    def prefix(self) -> str:
+        return self.segments[0]
+
+    @property
+    def suffix(self) -> str:
+        return self.segments[-1]
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How the denoising loop commits tokens. Temperature 0 takes the argmax path and needs no generator."""
+
+    steps: int = 8
+    confidence: Confidence = "max_prob"
+    commit: Commit = "schedule"
+    threshold: float = 0.9  # commit="threshold": every masked position above this probability commits
+    temperature: float = 0.0
+    top_p: float = 1.0
+    strength: float = 0.5  # rewrite: share of the existing tokens re-noised before denoising
+    halt_when_stable: bool = True  # stop once every position is committed (or nothing changed, threshold mode)
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("steps", self.steps, isinstance(self.steps, int) and 1 <= self.steps <= 1024, "an integer 1..1024"),
+            ("confidence", self.confidence, self.confidence in ("max_prob", "margin", "entropy", "random"),
+             "one of max_prob, margin, entropy, random"),
+            ("commit", self.commit, self.commit in ("schedule", "threshold"), "schedule or threshold"),
+            ("threshold", self.threshold, 0.0 < self.threshold <= 1.0, "a number in (0, 1]"),
+            ("temperature", self.temperature, 0.0 <= self.temperature <= 10.0, "a number in [0, 10]"),
+            ("top_p", self.top_p, 0.0 < self.top_p <= 1.0, "a number in (0, 1]"),
+            ("strength", self.strength, 0.0 <= self.strength <= 1.0, "a number in [0, 1]"),
+        ]
+        for name, value, ok, expected in checks:
+            if not ok:
+                raise RequestError(f"sampler setting {name}={value!r} is invalid: expected {expected}")
+
+
+@dataclass(frozen=True)
+class InfillResult:
+    """The filled text of each hole (pad/EOS already cut), with what it cost."""
+
+    texts: tuple[str, ...]
+    steps: int  # denoising forwards run
+    canvas_tokens: int  # canvas positions over all holes
+    encode_ms: float = 0.0  # prefix/suffix encode (0 when the cache was reused entirely)
+    denoise_ms: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return self.texts[0]
+
+    @property
+    def total_ms(self) -> float:
+        return self.encode_ms + self.denoise_ms
