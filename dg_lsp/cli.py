@@ -1,0 +1,57 @@
+"""`dg-lsp` command line: serve LSP (the default), or run one of the tools beside it.
+
+Subcommand modules are imported only when chosen, so `dg-lsp --help` and the server start fast and the
+server never imports torch until the engine backend loads a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dg-lsp", description="Diffusion-LM code completion language server.")
+    parser.add_argument("--tcp", action="store_true", help="serve over TCP instead of stdio")
+    parser.add_argument("--host", default="127.0.0.1", help="TCP host (default 127.0.0.1; loopback unless told)")
+    parser.add_argument("--port", type=int, default=2087, help="TCP port (default 2087)")
+    parser.add_argument("--log-file", default=None, help="write server logs to this file")
+    sub = parser.add_subparsers(dest="command")
+
+    infill = sub.add_parser("infill", help="infill a file at FILE:LINE:COL (1-based) and print the middle")
+    infill.add_argument("location", help="FILE:LINE:COL, 1-based line and column")
+    _add_model_args(infill)
+    infill.add_argument("--steps", type=int, default=None, help="denoising steps")
+    infill.add_argument("--canvas", type=int, default=None, help="canvas length in tokens")
+    infill.add_argument("--seed", type=int, default=0, help="seed for sampling when temperature > 0")
+    infill.add_argument("--temperature", type=float, default=0.0)
+    infill.add_argument("--show-steps", action="store_true", help="print the canvas after every denoising step")
+
+    doctor = sub.add_parser("doctor", help="print device, model, kernel availability and time a test infill")
+    _add_model_args(doctor)
+    return parser
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
+    p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: per device)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "infill":
+        from dg_lsp.infill_cmd import run
+
+        return run(args)
+    if args.command == "doctor":
+        from dg_lsp.doctor import run
+
+        return run(args)
+    from dg_lsp.server import serve
+
+    return serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
