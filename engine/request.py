@@ -10,7 +10,8 @@ from engine.errors import RequestError
 MAX_CANVAS = 4096  # per hole; far above any editor use, low enough that a typo cannot allocate gigabytes
 
 Confidence = Literal["max_prob", "margin", "entropy", "random"]
-Commit = Literal["schedule", "threshold"]
+Commit = Literal["schedule", "threshold", "renoise"]
+Schedule = Literal["even", "dream"]
 
 
 @dataclass(frozen=True)
@@ -70,18 +71,22 @@ class SamplerConfig:
     steps: int = 8
     confidence: Confidence = "max_prob"
     commit: Commit = "schedule"
+    schedule: Schedule = "even"  # even: LLaDA's equal split per step; dream: Dream's timestep schedule
     threshold: float = 0.9  # commit="threshold": every masked position above this probability commits
     temperature: float = 0.0
     top_p: float = 1.0
     strength: float = 0.5  # rewrite: share of the existing tokens re-noised before denoising
-    halt_when_stable: bool = True  # stop once every position is committed (or nothing changed, threshold mode)
+    # commit every remaining position once a step changes no proposal (the canvas has stopped moving)
+    halt_when_stable: bool = True
 
     def __post_init__(self) -> None:
         checks = [
             ("steps", self.steps, isinstance(self.steps, int) and 1 <= self.steps <= 1024, "an integer 1..1024"),
             ("confidence", self.confidence, self.confidence in ("max_prob", "margin", "entropy", "random"),
              "one of max_prob, margin, entropy, random"),
-            ("commit", self.commit, self.commit in ("schedule", "threshold"), "schedule or threshold"),
+            ("commit", self.commit, self.commit in ("schedule", "threshold", "renoise"),
+             "one of schedule, threshold, renoise"),
+            ("schedule", self.schedule, self.schedule in ("even", "dream"), "even or dream"),
             ("threshold", self.threshold, 0.0 < self.threshold <= 1.0, "a number in (0, 1]"),
             ("temperature", self.temperature, 0.0 <= self.temperature <= 10.0, "a number in [0, 10]"),
             ("top_p", self.top_p, 0.0 < self.top_p <= 1.0, "a number in (0, 1]"),

@@ -1,0 +1,91 @@
+"""The slow reference sampler: the Dream and LLaDA denoising loops, written out plainly, as the oracle.
+
+Every step recomputes the whole sequence (no cache, no active-row tricks) under the family's attention
+mask, then commits as the reference code does:
+- `loop="dream"` follows Dream's `_sample` (diffusion_generate): timesteps linspace(1, eps, steps + 1),
+  commit int(n_masked * (1 - s / t)) (everything at the last step), ranked by maskgit_plus (top-1
+  probability), topk_margin (top-1 minus top-2) or entropy (negative entropy).
+- `loop="llada"` follows LLaDA's `generate` with one block: the per-step counts are fixed up front
+  (get_num_transfer_tokens: n // steps each, the remainder to the first steps), tokens from argmax of
+  Gumbel-perturbed logits in float64, ranked by their softmax probability in float64 (low_confidence).
+
+One deliberate deviation from both: the mask token's logit is set to -inf, so noise is never proposed
+(the engine does the same; a trained model never proposes it anyway, a random test model does).
+Only temperature 0 is mirrored: with sampling the reference codes draw from the global RNG.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from engine.config import ModelConfig
+from engine.model import Transformer
+from engine.prompt import Layout, attention_mask
+
+
+@torch.inference_mode()
+def reference_infill(model: Transformer, cfg: ModelConfig, layout: Layout, steps: int, loop: str = "llada",
+                     confidence: str = "max_prob", eps: float = 1e-3) -> Tensor:
+    """Returns the final sequence [T]; canvas positions hold the committed tokens."""
+    device = model.tok_embeddings.weight.device
+    x = torch.tensor(layout.tokens, device=device)[None]  # [1, T]
+    positions = torch.arange(x.shape[1], device=device)[None]
+    mask = attention_mask(layout, cfg)
+    mask = None if mask is None else mask[None].to(device)
+    mask_id = cfg.mask_id
+
+    def logits_of(x: Tensor) -> Tensor:
+        logits = model(x, positions, mask).double()
+        if cfg.family.shift_logits:  # position i is predicted from hidden state i-1
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        logits[..., mask_id] = float("-inf")
+        return logits
+
+    if loop == "llada":
+        mask_index = x == mask_id
+        n = int(mask_index.sum())
+        counts = [n // steps + (1 if i < n % steps else 0) for i in range(steps)]
+        for i in range(steps):
+            mask_index = x == mask_id
+            logits = logits_of(x)
+            x0 = logits.argmax(dim=-1)  # temperature 0: Gumbel noise ** 0 == 1 leaves the argmax
+            p = F.softmax(logits, dim=-1)
+            x0_p = torch.gather(p, -1, x0[..., None])[..., 0]
+            x0 = torch.where(mask_index, x0, x)
+            conf = torch.where(mask_index, x0_p, torch.tensor(float("-inf"), dtype=x0_p.dtype, device=device))
+            if counts[i] > 0:
+                select = conf[0].topk(counts[i]).indices
+                x[0, select] = x0[0, select]
+        return x[0]
+
+    if loop != "dream":
+        raise ValueError(f"loop={loop!r}: expected 'llada' or 'dream'")
+    timesteps = torch.linspace(1, eps, steps + 1)  # float32, as Dream's: the int() below depends on it
+    for i in range(steps):
+        mask_index = x == mask_id
+        logits = logits_of(x)
+        mask_logits = logits[mask_index]  # [M, V]
+        probs = torch.softmax(mask_logits, dim=-1)
+        top, x0 = probs.max(dim=-1)
+        if confidence == "max_prob":
+            conf = top
+        elif confidence == "margin":
+            sorted_probs = probs.sort(dim=-1, descending=True).values
+            conf = sorted_probs[:, 0] - sorted_probs[:, 1]
+        elif confidence == "entropy":
+            conf = (probs * torch.log(probs + 1e-10)).sum(-1)
+        else:
+            raise ValueError(f"confidence={confidence!r}: expected max_prob, margin or entropy")
+        n_mask = mask_index.sum() / mask_index.shape[0]  # a float tensor, as in Dream
+        t, s = timesteps[i], timesteps[i + 1]
+        n = int(n_mask * (1 - s / t)) if i < steps - 1 else int(n_mask)
+        full = torch.full(x.shape, float("-inf"), dtype=conf.dtype, device=device)
+        full[mask_index] = conf
+        if n > 0:
+            select = full[0].topk(n).indices
+            proposal = torch.full_like(x, mask_id)
+            proposal[mask_index] = x0
+            x[0, select] = proposal[0, select]
+    return x[0]

@@ -1,0 +1,113 @@
+"""Pure tensor functions of the denoising loop: propose tokens, score them, decide what to commit.
+
+Nothing here runs the model or keeps state; the engine calls these once per step on the canvas rows.
+Randomness comes only from the `torch.Generator` passed in; temperature 0 is the argmax path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from engine.request import SamplerConfig
+
+
+@dataclass(frozen=True)
+class Proposal:
+    tokens: Tensor  # [N] int64, the token each canvas position would take now
+    prob: Tensor  # [N] fp32, its probability under the (temperature, top-p) distribution
+    confidence: Tensor  # [N] fp32, larger = commit sooner (meaning depends on SamplerConfig.confidence)
+
+
+def propose(logits: Tensor, sampler: SamplerConfig, generator: torch.Generator | None = None) -> Proposal:
+    """logits: [N, V] fp32 for the canvas positions.
+
+    Mirrors Dream's `sample_tokens`: divide by the temperature, keep the top-p nucleus, softmax; sample
+    when temperature > 0 (else argmax). Confidence is the chosen token's probability ("max_prob", Dream's
+    maskgit_plus, LLaDA's low_confidence), top-1 minus top-2 ("margin"), negative entropy ("entropy"),
+    or uniform noise ("random", LLaDA's random remasking).
+    """
+    if sampler.temperature > 0:
+        logits = logits / sampler.temperature
+    if sampler.top_p < 1.0:
+        logits = top_p_filter(logits, sampler.top_p)
+    probs = logits.softmax(dim=-1)
+    if sampler.temperature > 0:
+        tokens = torch.multinomial(probs, 1, generator=generator)[:, 0]
+    else:
+        tokens = probs.argmax(dim=-1)
+    prob = probs.gather(-1, tokens[:, None])[:, 0]
+    if sampler.confidence == "max_prob":
+        confidence = prob
+    elif sampler.confidence == "margin":
+        top2 = probs.topk(2, dim=-1).values
+        confidence = top2[:, 0] - top2[:, 1]
+    elif sampler.confidence == "entropy":
+        confidence = (probs * torch.log(probs + 1e-10)).sum(-1)  # negative entropy, Dream's epsilon
+    else:
+        confidence = torch.rand(prob.shape, generator=generator, device=prob.device)
+    return Proposal(tokens=tokens, prob=prob, confidence=confidence)
+
+
+def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
+    """Keep the smallest set of tokens whose probability reaches top_p (always at least the top one)."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    drop = cumulative > top_p
+    drop[..., 1:] = drop[..., :-1].clone()  # shift right: the token that crosses top_p stays
+    drop[..., 0] = False
+    return logits.masked_fill(drop.scatter(-1, order, drop), torch.finfo(logits.dtype).min)
+
+
+def commit_count(masked: int, step: int, steps: int, schedule: str, eps: float = 1e-3) -> int:
+    """How many masked positions to commit at `step` (0-based) of `steps`.
+
+    "even": ceil(masked / steps_left), which reproduces LLaDA's get_num_transfer_tokens split
+    (base = n // steps, the remainder going to the first steps). "dream": Dream's linear timesteps from 1
+    to eps, committing int(masked * (1 - s / t)) and everything at the last step.
+    """
+    if masked <= 0:
+        return 0
+    left = steps - step
+    if left <= 1:
+        return masked
+    if schedule == "dream":  # float32 timesteps, as Dream computes them: int() rounds down on their values
+        timesteps = torch.linspace(1, eps, steps + 1)
+        return int(torch.tensor(float(masked)) * (1 - timesteps[step + 1] / timesteps[step]))
+    return -(-masked // left)
+
+
+def update_canvas(canvas: Tensor, masked: Tensor, proposal: Proposal, current_prob: Tensor, step: int,
+                  sampler: SamplerConfig, mask_id: int) -> tuple[Tensor, Tensor]:
+    """One step's decision. Returns the new (canvas [N], masked [N]); the inputs are not modified.
+
+    - "schedule": commit the `commit_count` most confident masked positions.
+    - "threshold": commit every masked position whose probability reaches the threshold, at least the most
+      confident one (so the loop always makes progress), everything at the last step.
+    - "renoise" (self-correction): the committed count still follows the schedule, but the positions that
+      hold it are re-chosen every step by probability: a committed token the model now finds less likely
+      than a fresh proposal elsewhere is re-masked. Scores are probabilities: `current_prob` for committed
+      positions (their token's probability under this step's logits), the proposal's for masked ones.
+    """
+    n_masked = int(masked.sum())
+    if n_masked == 0:
+        return canvas, masked
+    count = commit_count(n_masked, step, sampler.steps, sampler.schedule)
+    if sampler.commit == "renoise" and count < n_masked:
+        score = torch.where(masked, proposal.prob, current_prob)
+        keep = torch.zeros_like(masked)
+        keep[score.topk(int((~masked).sum()) + count).indices] = True
+        commit = keep & masked
+        canvas = torch.where(commit, proposal.tokens, canvas).masked_fill(~keep, mask_id)
+        return canvas, ~keep
+    if sampler.commit == "threshold" and count < n_masked:
+        commit = masked & (proposal.prob >= sampler.threshold)
+        count = 0 if bool(commit.any()) else 1
+    else:
+        commit = torch.zeros_like(masked)
+    if count > 0:
+        confidence = proposal.confidence.masked_fill(~masked, float("-inf"))
+        commit[confidence.topk(count).indices] = True
+    return torch.where(commit, proposal.tokens, canvas), masked & ~commit

@@ -1,0 +1,131 @@
+"""Random-weight checkpoints in the real HF layout, for tests and benchmarks that cannot download models.
+
+`write_tiny_checkpoint` writes config.json (in the family's own key names), tokenizer.json (a small
+byte-level BPE with the family's special tokens) and model.safetensors (or shards).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from engine.config import FAMILIES, ModelConfig
+from engine.loader import save_checkpoint
+from engine.model import Transformer
+
+# Special tokens of each family, in id order from 0 (our tiny vocabularies put them first).
+SPECIALS = {
+    "dg": {"pad": "<|pad|>", "bos": "<|bos|>", "eos": "<|eos|>", "mask": "<|mask|>"},
+    "dream": {"eos": "<|endoftext|>", "bos": "<|beginoftext|>", "mask": "<|mask|>"},
+    "open-dcoder": {"eos": "<|endoftext|>", "mask": "<|mask|>"},
+    "llada": {"bos": "<|startoftext|>", "eos": "<|endoftext|>", "mask": "<|mdm_mask|>"},
+    "llama": {"bos": "<s>", "eos": "</s>", "mask": "<|mask|>"},
+}
+
+SAMPLE_CODE = '''
+import os
+import sys
+from dataclasses import dataclass
+
+
+@dataclass
+class Point:
+    x: float
+    y: float
+
+    def norm(self) -> float:
+        return (self.x ** 2 + self.y ** 2) ** 0.5
+
+
+def read_lines(path):
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\\n") for line in f]
+
+
+def main(argv=None):
+    args = sys.argv[1:] if argv is None else argv
+    for name in args:
+        if not os.path.exists(name):
+            print(f"missing: {name}", file=sys.stderr)
+            return 1
+        total = 0
+        for i, line in enumerate(read_lines(name)):
+            total += len(line)
+        print(name, total)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+'''
+
+
+def tiny_tokenizer(specials: list[str], vocab_size: int = 384) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([SAMPLE_CODE] * 4, trainer=trainer)
+    return tok
+
+
+def tiny_config(family: str = "dg", *, vocab_size: int = 384, hidden: int = 64, layers: int = 2, heads: int = 4,
+                kv_heads: int = 2, intermediate: int = 128, tie: bool = True, max_positions: int = 512) -> ModelConfig:
+    fam = FAMILIES[family]
+    ids = {role: i for i, role in enumerate(SPECIALS[family])}
+    return ModelConfig(
+        family=fam, vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+        head_dim=hidden // heads, max_position_embeddings=max_positions, rms_norm_eps=1e-6, rope_theta=10000.0,
+        tie_word_embeddings=tie, attention_bias=fam.weight_map == "qwen2" and family != "llama",
+        mask_id=ids["mask"], pad_id=ids.get("pad", ids["eos"]), eos_id=ids["eos"], bos_id=ids.get("bos"),
+        name=f"tiny-{family}",
+    )
+
+
+def random_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Transformer(cfg)
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):  # not all ones, so a wrong norm weight cannot go unnoticed
+                p.data.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def write_tiny_checkpoint(path: str | Path, family: str = "dg", seed: int = 0, *, shard_bytes: int | None = None,
+                          **shape) -> Path:
+    """A random-weight checkpoint directory of `family`; returns its path."""
+    path = Path(path)
+    cfg = tiny_config(family, **shape)
+    specials = list(SPECIALS[family].values())
+    tok = tiny_tokenizer(specials, cfg.vocab_size)
+    if tok.get_vocab_size() < cfg.vocab_size:  # the sample is small: let config and tokenizer agree exactly
+        cfg = replace(cfg, vocab_size=cfg.vocab_size)
+    model = random_model(cfg, seed)
+    save_checkpoint(model, path, max_shard_bytes=shard_bytes)
+    tok.save(str(path / "tokenizer.json"))
+    raw = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps(native_config(raw, family), indent=2) + "\n")
+    return path
+
+
+def native_config(raw: dict, family: str) -> dict:
+    """Rewrite our HF-style config in the key names the family's own checkpoints use."""
+    raw = dict(raw)
+    if family == "dream":
+        raw.update(model_type="Dream", architectures=["DreamModel"])
+        raw.pop("dg_family", None)
+    elif family == "llada":
+        for ours, theirs in {v: k for k, v in FAMILIES["llada"].hf_keys.items()}.items():
+            raw[theirs] = raw.pop(ours)
+        raw.update(model_type="llada", architectures=["LLaDAModelLM"])
+        raw.pop("dg_family", None)
+    elif family == "open-dcoder":
+        raw.update(model_type="qwen2", architectures=["Qwen2ForCausalLM"], dg_family="open-dcoder")
+    return raw
