@@ -140,7 +140,8 @@ class Transformer(nn.Module):
         return out
 
     def logits(self, hidden: Tensor) -> Tensor:
-        return F.linear(hidden, self.lm_head_weight).float()  # [..., V], fp32 for the sampler
+        logits = F.linear(hidden, self.lm_head_weight)  # [..., V]
+        return logits if logits.dtype == torch.float64 else logits.float()  # the sampler works in fp32 or better
 
 
 class Block(nn.Module):

@@ -1,0 +1,134 @@
+"""Golden tests: each family's conventions, and the prompt its reference code builds for the same strings."""
+
+import json
+
+import pytest
+from tokenizers import Tokenizer as HFTokenizer
+
+from engine.config import FAMILIES, config_from_dict, load_config
+from engine.engine import load
+from engine.errors import ConfigError
+from engine.prompt import build_layout, predictor_rows
+from engine.request import Hole, InfillRequest
+
+PREFIX = "def add(a, b):\n    "
+SUFFIX = "\n\nprint(add(1, 2))\n"
+
+
+def test_family_table_pins_reference_conventions():
+    dream, llada, odc, ours = FAMILIES["dream"], FAMILIES["llada"], FAMILIES["open-dcoder"], FAMILIES["dg"]
+    # Dream / Dream-Coder / DreamOn / DiffuCoder (configuration_dream.py, generation_utils.py)
+    assert (dream.shift_logits, dream.mask_id, dream.pad_id, dream.eos_id, dream.bos_id) == (True, 151666, 151643, 151643, 151665)
+    assert dream.context_attention == "bidirectional"
+    # LLaDA (generate.py: mask_id=126336; no shift; EOS padding)
+    assert (llada.shift_logits, llada.mask_id, llada.eos_id) == (False, 126336, 126081)
+    # Open-dCoder: shifted, mask from the tokenizer
+    assert (odc.shift_logits, odc.mask_id, odc.mask_token) == (True, None, "<|mask|>")
+    # ours: unshifted, causal context so the cache is exact
+    assert (ours.shift_logits, ours.context_attention, ours.mask_id, ours.pad_id) == (False, "causal", 3, 0)
+
+
+def test_dream_config_without_ids_takes_the_family_defaults():
+    raw = {"model_type": "Dream", "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944,
+           "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4}
+    cfg = config_from_dict(raw)
+    assert (cfg.family.name, cfg.mask_id, cfg.pad_id, cfg.eos_id) == ("dream", 151666, 151643, 151643)
+    assert cfg.attention_bias and cfg.head_dim == 128
+
+
+def test_llada_native_config_keys_are_mapped():
+    raw = {"model_type": "llada", "vocab_size": 126464, "d_model": 4096, "n_heads": 32, "n_kv_heads": 32,
+           "n_layers": 32, "mlp_hidden_size": 12288, "max_sequence_length": 4096, "weight_tying": False,
+           "include_bias": False, "rope_theta": 500000.0, "mask_token_id": 126336}
+    cfg = config_from_dict(raw)
+    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size, cfg.max_position_embeddings) == (4096, 32, 12288, 4096)
+    assert not cfg.attention_bias and cfg.mask_id == 126336 and not cfg.family.shift_logits
+
+
+def test_autoregressive_model_type_needs_an_explicit_family():
+    raw = {"model_type": "qwen2", "vocab_size": 151936, "hidden_size": 8, "intermediate_size": 8,
+           "num_hidden_layers": 1, "num_attention_heads": 2}
+    with pytest.raises(ConfigError, match="dg_family"):
+        config_from_dict(raw)
+    assert config_from_dict(raw, family="open-dcoder").family.shift_logits
+
+
+def test_unknown_family_is_a_clear_error():
+    raw = {"model_type": "mamba", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
+           "num_hidden_layers": 1, "num_attention_heads": 2}
+    with pytest.raises(ConfigError, match="cannot tell which diffusion family"):
+        config_from_dict(raw)
+    with pytest.raises(ConfigError, match="unknown family 'gpt'"):
+        config_from_dict(dict(raw, dg_family="gpt"))
+
+
+def hf_tok(path) -> HFTokenizer:
+    return HFTokenizer.from_file(str(path / "tokenizer.json"))
+
+
+def test_dreamon_prompt_layout(tiny_dirs):
+    """DreamOn readme: [bos] + encode(prefix) + [mask] * n + encode(suffix) + [eos]."""
+    cfg = load_config(tiny_dirs["dream"])
+    tok = hf_tok(tiny_dirs["dream"])
+    bos, mask, eos = tok.token_to_id("<|beginoftext|>"), tok.token_to_id("<|mask|>"), tok.token_to_id("<|endoftext|>")
+    expected = ([bos] + tok.encode(PREFIX, add_special_tokens=False).ids + [mask] * 6
+                + tok.encode(SUFFIX, add_special_tokens=False).ids + [eos])
+    eng = load(tiny_dirs["dream"], device="cpu")
+    layout = build_layout(InfillRequest.at_cursor(PREFIX, SUFFIX, 6), eng.tokenizer, eng.cfg)
+    assert list(layout.tokens) == expected
+    assert (cfg.bos_id, cfg.mask_id, cfg.eos_id) == (bos, mask, eos)
+
+
+def test_open_dcoder_prompt_layout(tiny_dirs):
+    """Open-dLLM eval_infill.py: encode(prefix) + [mask] * n + encode(suffix); Qwen2 adds no BOS/EOS."""
+    tok = hf_tok(tiny_dirs["open-dcoder"])
+    mask = tok.token_to_id("<|mask|>")
+    expected = tok.encode(PREFIX).ids + [mask] * 6 + tok.encode(SUFFIX, add_special_tokens=False).ids
+    eng = load(tiny_dirs["open-dcoder"], device="cpu")
+    assert eng.cfg.mask_id == mask  # taken from the tokenizer: the family has no fixed id
+    layout = build_layout(InfillRequest.at_cursor(PREFIX, SUFFIX, 6), eng.tokenizer, eng.cfg)
+    assert list(layout.tokens) == expected
+
+
+def test_llada_prompt_layout(tiny_dirs):
+    """LLaDA: the tokenizer adds BOS; the canvas of mask 126336-style ids follows the prompt."""
+    tok = hf_tok(tiny_dirs["llada"])
+    bos, mask = tok.token_to_id("<|startoftext|>"), tok.token_to_id("<|mdm_mask|>")
+    expected = [bos] + tok.encode(PREFIX).ids + [mask] * 6 + tok.encode(SUFFIX).ids
+    eng = load(tiny_dirs["llada"], device="cpu")
+    layout = build_layout(InfillRequest.at_cursor(PREFIX, SUFFIX, 6), eng.tokenizer, eng.cfg)
+    assert list(layout.tokens) == expected
+
+
+def test_multi_hole_layout_and_positions(tiny_dirs):
+    eng = load(tiny_dirs["dg"], device="cpu")
+    request = InfillRequest(segments=("a = ", "\nb = ", "\n"), holes=(Hole(3), Hole(4)))
+    layout = build_layout(request, eng.tokenizer, eng.cfg)
+    enc = eng.tokenizer.encode
+    m = eng.cfg.mask_id
+    assert list(layout.tokens) == [eng.cfg.bos_id] + enc("a = ") + [m] * 3 + enc("\nb = ") + [m] * 4 + enc("\n")
+    (s0, e0), (s1, e1) = layout.holes
+    assert (e0 - s0, e1 - s1) == (3, 4) and all(layout.tokens[i] == m for i in layout.canvas_index.tolist())
+
+
+def test_shift_picks_the_row_before_the_canvas(tiny_dirs):
+    for family, shifted in (("dream", True), ("dg", False)):
+        eng = load(tiny_dirs[family], device="cpu")
+        layout = build_layout(InfillRequest.at_cursor(PREFIX, SUFFIX, 4), eng.tokenizer, eng.cfg)
+        idx = layout.canvas_index
+        assert predictor_rows(layout, eng.cfg).tolist() == (idx - 1 if shifted else idx).tolist()
+
+
+def test_literal_mask_text_in_a_file_stays_text(tiny_dirs):
+    eng = load(tiny_dirs["dg"], device="cpu")
+    ids = eng.tokenizer.encode('MASK = "<|mask|>"')
+    assert eng.cfg.mask_id not in ids
+    assert eng.tokenizer.decode(ids) == 'MASK = "<|mask|>"'
+
+
+def test_written_config_round_trips(tiny_dirs):
+    cfg = load_config(tiny_dirs["dg"])
+    raw = json.loads((tiny_dirs["dg"] / "config.json").read_text())
+    assert raw["dg_family"] == "dg" and raw["mask_token_id"] == cfg.mask_id
+    again = config_from_dict(cfg.to_dict())
+    assert (again.hidden_size, again.family, again.mask_id, again.head_dim) == (cfg.hidden_size, cfg.family, cfg.mask_id, cfg.head_dim)
