@@ -1,0 +1,126 @@
+"""GPU benchmark of the Triton kernels against their torch references (not a test: tests never time).
+
+    python -m bench.bench_kernels                  # from the repo root, all kernels, bf16
+    python -m bench.bench_kernels --only epilogue --dtype fp16 --peak-gbps 3350
+
+Every row times the fast path and kernels.naive with triton.testing.do_bench (median of CUDA-event
+timings, L2 flushed between runs), counts the bytes a kernel must move at minimum (inputs read once,
+outputs written once) and reports achieved GB/s against the device's peak memory bandwidth: these
+kernels are memory-bound at the canvas sizes we run, so % of peak bandwidth is the roofline figure.
+The `err` column is the relative RMS difference to the reference: a quick sanity check, not a test.
+Shapes are those of the target models: Qwen2.5-Coder-0.5B (Open-dCoder), Qwen2.5-7B (Dream), LLaDA-8B.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+# (name, hidden D, q heads, kv heads, head dim, vocab)
+MODELS = [
+    ("qwen2.5-0.5b", 896, 14, 2, 64, 151_936),
+    ("qwen2.5-7b", 3584, 28, 4, 128, 152_064),
+    ("llada-8b", 4096, 32, 32, 128, 126_464),
+]
+CANVAS = [16, 64, 256]
+CONTEXT = [512, 4096]
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+# HBM peak in GB/s by device name, for drivers / torch builds that do not expose clock and bus width
+KNOWN_PEAK_GBPS = {"H200": 4800, "H100 SXM": 3350, "H100 80GB HBM3": 3350, "H100 PCIe": 2000, "H100": 3350,
+                   "A100-SXM4-80GB": 2039, "A100": 1555, "L40S": 864, "RTX 4090": 1008}
+
+
+def peak_gbps(override: float | None) -> float:
+    if override:
+        return override
+    props = torch.cuda.get_device_properties(0)
+    clock_khz, bus_bits = getattr(props, "memory_clock_rate", 0), getattr(props, "memory_bus_width", 0)
+    if clock_khz and bus_bits:  # double data rate: two transfers per clock
+        return 2 * clock_khz * 1e3 * bus_bits / 8 / 1e9
+    for key, gbps in KNOWN_PEAK_GBPS.items():
+        if key in props.name:
+            return gbps
+    raise SystemExit(f"unknown peak bandwidth for {props.name}: pass --peak-gbps")
+
+
+def rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt().clamp_min(1e-30)).item()
+
+
+def cases(dtype: torch.dtype, only: set[str], dev: str = "cuda"):
+    """Yield (kernel, shape label, fast thunk, naive thunk, min bytes moved, compare(fast_out, naive_out))."""
+    from kernels import naive
+    from kernels.attention import canvas_attention
+    from kernels.epilogue import lm_head_epilogue
+    from kernels.rmsnorm import rms_norm
+    from kernels.rope import rope
+
+    es = torch.tensor([], dtype=dtype).element_size()
+    randn = lambda *s: torch.randn(*s, device=dev, dtype=dtype)  # noqa: E731
+    for name, d, hq, hkv, hd, vocab in MODELS:
+        for c in CANVAS:
+            if "rmsnorm" in only:
+                x, r, w = randn(c, d), randn(c, d), randn(d)
+                yield ("rms_norm", f"{name} rows={c}", lambda: rms_norm(x, w, 1e-6, r),
+                       lambda: naive.rms_norm(x, w, 1e-6, r), (4 * c * d + d) * es, lambda f, n: rel_rms(f[0], n[0]))
+            if "rope" in only:
+                q = randn(1, c, hq, hd).transpose(1, 2)  # projection layout viewed as [B, H, T, D]
+                cos, sin = randn(c, hd), randn(c, hd)
+                yield ("rope", f"{name} q T={c}", lambda: rope(q, cos, sin), lambda: naive.rope(q, cos, sin),
+                       (2 * q.numel() + 2 * cos.numel()) * es, rel_rms)
+            if "attention" in only:
+                for ctx in CONTEXT:
+                    q = randn(1, hq, c, hd)
+                    kx, vx = randn(1, hkv, ctx, hd), randn(1, hkv, ctx, hd)
+                    kc, vc = randn(1, hkv, c, hd), randn(1, hkv, c, hd)
+                    n = torch.tensor(ctx, device=dev)
+                    yield ("canvas_attention", f"{name} C={c} ctx={ctx}",
+                           lambda: canvas_attention(q, kx, vx, kc, vc, hd**-0.5, n),
+                           lambda: naive.canvas_attention(q, kx, vx, kc, vc, hd**-0.5, ctx),
+                           (2 * q.numel() + 2 * kx.numel() + 2 * kc.numel()) * es, rel_rms)
+            if "epilogue" in only:
+                h, w = randn(c, d), randn(vocab, d) * d**-0.5
+                yield ("lm_head_epilogue", f"{name} R={c} V={vocab}",
+                       lambda: lm_head_epilogue(h, w, temperature=0.7, seed=1),
+                       lambda: naive.lm_head_epilogue(h, w, temperature=0.7, seed=1),
+                       (vocab * d + c * d) * es, lambda f, n: rel_rms(f.entropy, n.entropy))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Time the Triton kernels against kernels.naive on a CUDA GPU.")
+    p.add_argument("--dtype", choices=DTYPES, default="bf16")
+    p.add_argument("--only", nargs="*", default=["rmsnorm", "rope", "attention", "epilogue"],
+                   choices=["rmsnorm", "rope", "attention", "epilogue"])
+    p.add_argument("--peak-gbps", type=float, default=None, help="device memory bandwidth, if not detected")
+    p.add_argument("--rep", type=int, default=100, help="do_bench repetition budget in ms")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_kernels: needs a CUDA GPU (torch.cuda.is_available() is False). "
+                         "The kernel tests run without one: python -m pytest tests/kernels")
+    from kernels import triton_available
+
+    if not triton_available():
+        raise SystemExit("bench_kernels: triton is not installed")
+    from triton.testing import do_bench
+
+    peak = peak_gbps(args.peak_gbps)
+    props = torch.cuda.get_device_properties(0)
+    print(f"## {props.name}, {props.multi_processor_count} SMs, peak {peak:.0f} GB/s, {args.dtype}, "
+          f"torch {torch.__version__}\n")
+    print("| kernel | shape | triton µs | naive µs | speedup | GB/s | % peak BW | err |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for kernel, label, fast, ref, nbytes, compare in cases(DTYPES[args.dtype], set(args.only)):
+        err = compare(fast(), ref())  # also compiles / warms up
+        t_fast = do_bench(fast, rep=args.rep) * 1e-3  # do_bench returns ms
+        t_ref = do_bench(ref, rep=args.rep) * 1e-3
+        gbps = nbytes / t_fast / 1e9
+        print(f"| {kernel} | {label} | {t_fast * 1e6:.1f} | {t_ref * 1e6:.1f} | {t_ref / t_fast:.1f}x "
+              f"| {gbps:.0f} | {100 * gbps / peak:.0f}% | {err:.1e} |", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,67 @@
+"""kernels.ops_for: one dispatch point, same names and signatures on both sides."""
+
+import ast
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import kernels
+from kernels import naive
+
+OPS = ["rms_norm", "rope", "canvas_attention", "lm_head_epilogue"]
+
+
+def test_cpu_gets_naive():
+    assert kernels.ops_for("cpu") is naive
+    assert kernels.ops_for(torch.device("cpu")) is naive
+
+
+@pytest.mark.skipif(not kernels.triton_available(), reason="triton is not installed")
+def test_cuda_gets_triton_unless_forced_naive(monkeypatch):
+    monkeypatch.delenv("KERNELS_FORCE_NAIVE", raising=False)
+    fast = kernels.ops_for("cuda")
+    assert fast is not naive
+    assert fast.TokenStats is naive.TokenStats
+    for name in OPS:
+        assert getattr(fast, name).__module__.startswith("kernels.") and getattr(fast, name) is not getattr(naive, name)
+        assert inspect.signature(getattr(fast, name)) == inspect.signature(getattr(naive, name)), name
+    monkeypatch.setenv("KERNELS_FORCE_NAIVE", "1")
+    assert kernels.ops_for("cuda:0") is naive
+
+
+def test_kernels_import_nothing_from_the_project():
+    """Imports go one way: dg_lsp -> engine -> kernels."""
+    for path in Path(kernels.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] \
+                if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] in ("dg_lsp", "engine") for n in names), f"{path.name} imports {names}"
+
+
+def test_without_triton_modules_import_and_launchers_raise():
+    """macOS has no triton: kernel modules must still import, dispatch falls back, launchers say why."""
+    code = """
+import sys
+sys.modules["triton"] = None  # makes `import triton` raise ImportError
+import torch, kernels
+from kernels import naive
+from kernels.rmsnorm import rms_norm
+import kernels.attention, kernels.epilogue, kernels.rope
+assert not kernels.triton_available()
+assert kernels.ops_for("cuda") is naive
+try:
+    rms_norm(torch.ones(2, 4), torch.ones(4), 1e-6)
+except RuntimeError as e:
+    assert "triton" in str(e), e
+else:
+    raise AssertionError("expected RuntimeError")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = Path(kernels.__file__).parent.parent
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
