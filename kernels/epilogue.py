@@ -33,7 +33,7 @@ _N_FLOAT, _N_INT = 6, 2
 def _lm_head_epilogue_kernel(
     h_ptr, w_ptr, pf_ptr, pi_ptr,
     R, V, D, stride_h, stride_w, tiles_per_chunk, n_chunks,
-    inv_temp, softcap, seed,
+    inv_temp, softcap, seed, banned,
     SOFTCAP: tl.constexpr,  # specialise the tanh away when there is no softcap
     SAMPLE: tl.constexpr,  # temperature > 0: draw Gumbel noise; else the sample is the argmax
     BLOCK_R: tl.constexpr,  # rows per program, >= 16 for tl.dot (padding rows read zeros)
@@ -76,7 +76,8 @@ def _lm_head_epilogue_kernel(
             acc = tl.dot(h, wt, acc, input_precision=DOT_PRECISION)
         if SOFTCAP:  # softcap * tanh(x / softcap), tanh(y) = 1 - 2 / (exp(2y) + 1): saturates cleanly at +-1
             acc = softcap * (1.0 - 2.0 / (tl.exp(2.0 * acc / softcap) + 1.0))
-        z = tl.where(cmask[None, :], acc * inv_temp, float("-inf"))  # every tile has >= 1 valid column
+        cmask = cmask & (cols != banned)  # the noise token is never a proposal: it leaves the distribution
+        z = tl.where(cmask[None, :], acc * inv_temp, float("-inf"))
 
         # top-2 of the tile, then merged with the running top-2; ties keep the lowest token id
         t1 = tl.max(z, 1)
@@ -86,9 +87,10 @@ def _lm_head_epilogue_kernel(
         top2 = tl.maximum(tl.minimum(top1, t1), tl.maximum(top2, t2))
         idx1 = tl.where(t1 > top1, v0 + i1, idx1)
         # online softmax with the sums rescaled to the new max
-        alpha = tl.exp(top1 - new_top1)  # 0 on the first tile (top1 = -inf)
+        # 0 on the first tile (top1 = -inf); 1 while every column so far was banned (no -inf - -inf)
+        alpha = tl.where(new_top1 > float("-inf"), tl.exp(top1 - new_top1), 1.0)
         shift = tl.where(sum_e > 0, top1 - new_top1, 0.0) * sum_e  # first tile: no -inf * 0
-        e = tl.exp(z - new_top1[:, None])  # masked columns: exp(-inf) = 0
+        e = tl.where(cmask[None, :], tl.exp(z - new_top1[:, None]), 0.0)
         dz = tl.where(cmask[None, :], z - new_top1[:, None], 0.0)
         sum_ez = alpha * (sum_ez + shift) + tl.sum(e * dz, 1)
         sum_e = alpha * sum_e + tl.sum(e, 1)
@@ -171,13 +173,14 @@ def _num_sms(device: torch.device) -> int:
 
 
 def lm_head_epilogue(hidden: Tensor, weight: Tensor, *, temperature: float = 0.0, softcap: float | None = None,
-                     seed: int = 0) -> TokenStats:
+                     seed: int = 0, banned: int = -1) -> TokenStats:
     """hidden: [R, D] canvas rows, weight: [V, D]. Token statistics of softmax(logits [/ temperature]) with
-    logits = hidden @ weight.T (fp32 accumulation, optional softcap); see kernels.naive.lm_head_epilogue."""
-    return _lm_head_epilogue(hidden, weight, temperature=temperature, softcap=softcap, seed=seed)
+    logits = hidden @ weight.T (fp32 accumulation, optional softcap), token `banned` excluded;
+    see kernels.naive.lm_head_epilogue."""
+    return _lm_head_epilogue(hidden, weight, temperature=temperature, softcap=softcap, seed=seed, banned=banned)
 
 
-def _lm_head_epilogue(hidden, weight, *, temperature=0.0, softcap=None, seed=0,
+def _lm_head_epilogue(hidden, weight, *, temperature=0.0, softcap=None, seed=0, banned=-1,
                       block_v: int | None = None, tiles_per_chunk: int | None = None) -> TokenStats:
     """The launcher; the keyword-only knobs let tests force several chunks on tiny vocabularies."""
     require_triton("lm_head_epilogue", hidden)
@@ -211,7 +214,7 @@ def _lm_head_epilogue(hidden, weight, *, temperature=0.0, softcap=None, seed=0,
     sample = temperature > 0
     _lm_head_epilogue_kernel[(r_blocks, n_chunks)](
         hidden, weight, pf, pi, R, V, D, hidden.stride(0), weight.stride(0), tiles_per_chunk, n_chunks,
-        1.0 / temperature if sample else 1.0, float(softcap or 1.0), int(seed) & 0x7FFFFFFF,
+        1.0 / temperature if sample else 1.0, float(softcap or 1.0), int(seed) & 0x7FFFFFFF, int(banned),
         SOFTCAP=bool(softcap), SAMPLE=sample, BLOCK_R=BLOCK_R, BLOCK_V=BLOCK_V, BLOCK_K=BLOCK_K,
         UPCAST=upcast, DOT_PRECISION="ieee" if hidden.dtype == torch.float32 else "tf32",
         num_warps=4 if BLOCK_R * BLOCK_V <= 2048 else 8, num_stages=2 if upcast else 3,

@@ -119,9 +119,11 @@ def lm_head_epilogue(
     temperature: float = 0.0,
     softcap: float | None = None,
     seed: int = 0,
+    banned: int = -1,
 ) -> TokenStats:
     """Next-token statistics for the canvas rows. hidden: [R, D]; weight: [V, D].
 
+    Token `banned` (the mask token; -1 = none) gets logit -inf: it is never proposed and takes no mass.
     logits = hidden @ weight.T with fp32 accumulation (inputs upcast, so fp32 exactly);
     softcap: logits = softcap * tanh(logits / softcap); the distribution is softmax(logits / T) for
     T = temperature > 0, else softmax(logits) — max_prob, margin and entropy describe that distribution.
@@ -139,6 +141,8 @@ def lm_head_epilogue(
     logits = hidden.float() @ weight.float().T  # [R, V]
     if softcap:
         logits = softcap * torch.tanh(logits / softcap)
+    if banned >= 0:
+        logits[:, banned] = float("-inf")
     z = logits / temperature if temperature > 0 else logits
     logp = F.log_softmax(z, dim=-1)
     probs = logp.exp()
@@ -146,7 +150,7 @@ def lm_head_epilogue(
     argmax = z.argmax(dim=-1)
     max_prob = probs.gather(-1, argmax[:, None])[:, 0]
     second = top.values[:, 1] if probs.shape[-1] > 1 else torch.zeros_like(max_prob)
-    entropy = -(probs * logp).sum(-1)
+    entropy = -torch.where(probs > 0, probs * logp, 0.0).sum(-1)  # a banned token: 0 * -inf counts 0
     if temperature > 0:
         gen = torch.Generator(device=hidden.device).manual_seed(seed)
         u = torch.rand(z.shape, generator=gen, device=hidden.device, dtype=torch.float64)

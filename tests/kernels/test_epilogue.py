@@ -138,3 +138,23 @@ def test_naive_epilogue_is_softmax_stats():
     torch.testing.assert_close(stats.margin, top[:, 0] - top[:, 1])
     torch.testing.assert_close(stats.entropy, -(p * p.log()).sum(-1))
     assert torch.equal(stats.argmax, p.argmax(-1))
+
+
+@needs_triton
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_banned_token_is_never_proposed_and_takes_no_mass(temperature, assert_close):
+    """The mask token leaves the distribution: ban each row's own argmax and the stats renormalise."""
+    from kernels.epilogue import _lm_head_epilogue
+
+    hidden, weight = _inputs(1, 300, 32, torch.float32, seed=5)
+    banned = int((hidden @ weight.T).argmax())
+    fast = _lm_head_epilogue(hidden, weight, temperature=temperature, seed=3, banned=banned, block_v=32,
+                             tiles_per_chunk=2)
+    ref = naive.lm_head_epilogue(hidden, weight, temperature=temperature, seed=3, banned=banned)
+    kept = torch.cat([weight[:banned], weight[banned + 1:]])
+    without = naive.lm_head_epilogue(hidden, kept, temperature=temperature)
+    for name in ("max_prob", "margin", "entropy"):
+        assert_close(name, getattr(fast, name), getattr(without, name), TOL[name])
+        assert_close(name, getattr(ref, name), getattr(without, name), TOL[name])
+    assert int(fast.argmax) != banned and int(ref.argmax) != banned
+    assert int(fast.sample) != banned and int(ref.sample) != banned

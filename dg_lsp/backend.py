@@ -1,0 +1,147 @@
+"""Backends behind one protocol: the local engine, and a deterministic fake for tests.
+
+A backend is owned by the scheduler's worker thread: `load` and `complete` run there, never on the event
+loop. Only `EngineBackend.load` imports the engine's torch modules.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Mapping, Protocol
+
+from engine.errors import InfillCancelled
+from engine.request import InfillRequest, InfillResult, SamplerConfig
+
+Progress = Callable[[str, int, int], None]
+CancelCheck = Callable[[], bool]
+
+
+class InfillBackend(Protocol):
+    def load(self, progress: Progress | None = None) -> None: ...
+
+    def complete(self, request: InfillRequest, sampler: SamplerConfig, cancel: CancelCheck | None = None,
+                 seed: int = 0) -> InfillResult: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def context_limit(self) -> int | None:
+        """Most tokens one request (context + canvas) may hold, or None when unbounded."""
+        ...
+
+    def describe(self) -> dict: ...
+
+
+class EngineBackend:
+    """The local diffusion engine (`engine.load`); torch is imported when the model loads."""
+
+    def __init__(self, model_dir: str | None = None, device: str = "auto", dtype: str | None = None) -> None:
+        self.model_dir, self.device, self.dtype = model_dir, device, dtype
+        self._engine = None
+
+    def load(self, progress: Progress | None = None) -> None:
+        import engine
+
+        model_dir = self.model_dir or engine.default_model_dir()
+        self._engine = engine.load(model_dir, device=self.device, dtype=self.dtype, progress=progress)
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            raise RuntimeError("the engine backend was used before its model was loaded")
+        return self._engine
+
+    def complete(self, request: InfillRequest, sampler: SamplerConfig, cancel: CancelCheck | None = None,
+                 seed: int = 0) -> InfillResult:
+        generator = None
+        if sampler.temperature > 0:
+            import torch  # already imported by engine.load
+
+            info = self.engine.describe()
+            generator = torch.Generator(device=str(info.get("device", "cpu"))).manual_seed(seed)
+        return self.engine.complete(request, sampler, generator=generator, cancel=cancel)
+
+    def count_tokens(self, text: str) -> int:
+        return self.engine.count_tokens(text)
+
+    def context_limit(self) -> int | None:
+        limit = self.engine.describe().get("context")
+        if limit is None:  # older engines do not report it; the model config has it
+            limit = getattr(getattr(self.engine, "cfg", None), "max_position_embeddings", None)
+        return int(limit) if limit else None
+
+    def describe(self) -> dict:
+        if self._engine is None:
+            return {"model": str(self.model_dir or "default"), "device": self.device, "kernels": "unknown"}
+        return dict(self.engine.describe())
+
+
+class FakeBackend:
+    """Deterministic stand-in for the engine.
+
+    Each hole is filled with `responses[k]` for the longest key `k` that the text before the hole ends
+    with; otherwise a rewrite hole gets its initial text upper-cased and a plain hole gets `fill_<i>`.
+    It "denoises" for `sampler.steps` steps, sleeping `step_delay_ms` per step and polling `cancel`
+    between steps, so cancellation mid-denoise can be tested. Text containing `FAKE_ERROR` makes it raise.
+    """
+
+    ERROR_TRIGGER = "FAKE_ERROR"
+
+    def __init__(self, responses: Mapping[str, str] | None = None, step_delay_ms: float = 0.0,
+                 load_delay_ms: float = 0.0) -> None:
+        self.responses = dict(responses or {})
+        self.step_delay = step_delay_ms / 1000.0
+        self.load_delay = load_delay_ms / 1000.0
+        self.loaded = False
+        self.calls = 0  # completions started
+        self.completed = 0  # completions that ran every step
+
+    def load(self, progress: Progress | None = None) -> None:
+        for i in range(2):
+            if progress:
+                progress("loading the fake model", i, 2)
+            time.sleep(self.load_delay / 2)
+        if progress:
+            progress("loaded the fake model", 2, 2)
+        self.loaded = True
+
+    def _fill(self, before: str, i: int, init: str) -> str:
+        keys = [k for k in self.responses if before.endswith(k)]
+        if keys:
+            return self.responses[max(keys, key=len)]
+        return init.upper() if init else f"fill_{i}"
+
+    def complete(self, request: InfillRequest, sampler: SamplerConfig, cancel: CancelCheck | None = None,
+                 seed: int = 0) -> InfillResult:
+        self.calls += 1
+        pieces = [p for seg, hole in zip(request.segments, request.holes) for p in (seg, hole.init)]
+        if self.ERROR_TRIGGER in "".join(pieces + [request.segments[-1]]):
+            raise RuntimeError("fake backend failure (the request contained FAKE_ERROR)")
+        start = time.perf_counter()
+        for _ in range(sampler.steps):
+            if cancel is not None and cancel():
+                raise InfillCancelled("cancelled between denoising steps")
+            if self.step_delay:
+                time.sleep(self.step_delay)
+        texts = tuple(self._fill(request.segments[i], i, h.init) for i, h in enumerate(request.holes))
+        self.completed += 1
+        return InfillResult(texts=texts, steps=sampler.steps, canvas_tokens=sum(h.canvas for h in request.holes),
+                            denoise_ms=(time.perf_counter() - start) * 1000.0)
+
+    def count_tokens(self, text: str) -> int:
+        return math.ceil(len(text) / 4)
+
+    def context_limit(self) -> int | None:
+        return None
+
+    def describe(self) -> dict:
+        return {"model": "fake", "family": "fake", "device": "cpu", "dtype": "none", "params": 0,
+                "kernels": "none"}
+
+
+def make_backend(options) -> InfillBackend:
+    """The backend the options ask for (`options` is `dg_lsp.options.Options`)."""
+    if options.backend == "fake":
+        f = options.fake
+        return FakeBackend(f.responses, f.step_delay_ms, f.load_delay_ms)
+    return EngineBackend(options.model.path, options.model.device, options.model.dtype)

@@ -1,0 +1,221 @@
+"""What the model sees for a cursor completion. Pure: (document, offset, options) -> CursorContext.
+
+The prefix and suffix windows are cut at line boundaries within a character budget derived from the
+token budget (`budget * chars_per_token`); the worker trims them to the exact token budget with the
+backend's tokenizer (`fit_request`) before the engine runs. Recently edited chunks of other open documents
+go in front of the prefix, each under a comment naming its file.
+
+Mode: **line** (stop at the end of the line) when the cursor line has text after the cursor, or when the
+trigger is automatic and the cursor is mid-statement; **block** (stop at dedent) when the cursor is on a
+blank line, after a block opener (`:`, `{`, ...), or completion was invoked explicitly at the end of a line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
+
+from engine.request import MAX_CANVAS, InfillRequest
+from dg_lsp.options import ContextOptions
+from dg_lsp.text import Document
+
+Mode = Literal["line", "block"]
+
+BLOCK_OPENERS = (":", "{", "(", "[", "=>", "->", "then", "do", "begin")
+
+_LINE_COMMENT = {
+    "python": "#", "ruby": "#", "shellscript": "#", "sh": "#", "bash": "#", "perl": "#", "r": "#",
+    "yaml": "#", "toml": "#", "makefile": "#", "dockerfile": "#", "elixir": "#", "julia": "#",
+    "lua": "--", "sql": "--", "haskell": "--",
+    "lisp": ";", "clojure": ";", "scheme": ";",
+}
+
+
+def comment_prefix(language_id: str) -> str:
+    return _LINE_COMMENT.get(language_id.lower(), "//")
+
+
+def is_word_char(ch: str) -> bool:
+    return ch == "_" or ch.isalnum()
+
+
+@dataclass(frozen=True)
+class CursorContext:
+    uri: str
+    version: int
+    language_id: str
+    offset: int  # cursor offset in the document
+    prefix: str  # document text before the cursor, within the window
+    suffix: str  # document text after the cursor, within the window
+    extra: str  # chunks of other documents, prepended to the prefix
+    mode: Mode
+    line_prefix: str  # the cursor line up to the cursor
+    line_suffix: str  # the cursor line after the cursor, without the line break
+    word_start: int  # offset where the identifier being typed starts (== offset when none)
+    canvas: int
+    eol: str
+
+    def request(self) -> InfillRequest:
+        return InfillRequest.at_cursor(self.extra + self.prefix, self.suffix, self.canvas)
+
+
+def choose_mode(line_prefix: str, line_suffix: str, automatic: bool) -> Mode:
+    if line_suffix.strip():
+        return "line"
+    head = line_prefix.rstrip()
+    if not head:
+        return "block"
+    if head.endswith(BLOCK_OPENERS):
+        return "block"
+    return "line" if automatic else "block"
+
+
+def window_start(text: str, offset: int, chars: int) -> int:
+    """Start of a window of at most `chars` characters ending at `offset`, moved forward to a line start."""
+    start = max(0, offset - chars)
+    if start == 0:
+        return 0
+    newline = text.find("\n", start, offset)
+    return newline + 1 if newline != -1 else start  # a single line longer than the budget is cut mid-line
+
+
+def window_end(text: str, offset: int, chars: int) -> int:
+    end = min(len(text), offset + chars)
+    if end == len(text):
+        return end
+    newline = text.rfind("\n", offset, end)
+    return newline + 1 if newline != -1 else end
+
+
+def recent_chunk(doc: Document, lines_around: int = 8) -> str:
+    """The lines around a document's most recent edit."""
+    if doc.last_edit is None:
+        return ""
+    line = doc.line_at(min(doc.last_edit, len(doc.text)))
+    first = max(0, line - lines_around)
+    last = min(doc.line_count - 1, line + lines_around)
+    return doc.text[doc.line_starts[first]:doc.line_bounds(last)[1]]
+
+
+def other_documents_context(others: Sequence[Document], language_id: str, chars: int) -> str:
+    """Recently edited chunks of other documents, newest first, each under a comment naming its file."""
+    out: list[str] = []
+    used = 0
+    mark = comment_prefix(language_id)
+    for doc in others:
+        chunk = recent_chunk(doc)
+        if not chunk.strip():
+            continue
+        name = doc.uri.rsplit("/", 1)[-1]
+        piece = f"{mark} {name}\n{chunk.rstrip()}\n\n"
+        if used + len(piece) > chars:
+            break
+        out.append(piece)
+        used += len(piece)
+    return "".join(out)
+
+
+def build_cursor_context(
+    doc: Document,
+    offset: int,
+    *,
+    automatic: bool,
+    options: ContextOptions,
+    line_canvas: int,
+    block_canvas: int,
+    others: Sequence[Document] = (),
+) -> CursorContext:
+    text = doc.text
+    offset = min(max(0, offset), len(text))
+    line = doc.line_at(offset)
+    line_start, line_end = doc.line_bounds(line)
+    offset = min(offset, line_end)
+    line_prefix, line_suffix = text[line_start:offset], text[offset:line_end]
+    mode = choose_mode(line_prefix, line_suffix, automatic)
+
+    chars = int(options.budget * options.chars_per_token)
+    other_chars = int(chars * options.other_share) if options.other_documents else 0
+    extra = other_documents_context(others, doc.language_id, other_chars) if other_chars else ""
+    chars -= len(extra)
+    suffix_chars = int(chars * options.suffix_share)
+    after = len(text) - offset
+    if after < suffix_chars:  # unused suffix budget goes to the prefix
+        suffix_chars = after
+    prefix_chars = chars - suffix_chars
+    if offset < prefix_chars:  # and unused prefix budget to the suffix
+        suffix_chars += prefix_chars - offset
+        prefix_chars = offset
+
+    start = window_start(text, offset, prefix_chars)
+    end = window_end(text, offset, suffix_chars)
+    word_start = offset
+    while word_start > line_start and is_word_char(text[word_start - 1]):
+        word_start -= 1
+    return CursorContext(
+        uri=doc.uri, version=doc.version, language_id=doc.language_id, offset=offset,
+        prefix=text[start:offset], suffix=text[offset:end], extra=extra, mode=mode,
+        line_prefix=line_prefix, line_suffix=line_suffix, word_start=word_start,
+        canvas=line_canvas if mode == "line" else block_canvas, eol=doc.eol(),
+    )
+
+
+def cache_key(request: InfillRequest, settings: object) -> str:
+    """Hash of everything that determines the engine's output for a request."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr(settings).encode("utf-8", "surrogatepass"))
+    for segment in request.segments:
+        h.update(b"\x00seg\x00" + segment.encode("utf-8", "surrogatepass"))
+    for hole in request.holes:
+        h.update(f"\x00hole{hole.canvas}\x00".encode() + hole.init.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def _drop_head_lines(text: str, chars: int) -> str:
+    """Drop at least `chars` characters from the front, then up to the next line start."""
+    if chars >= len(text):
+        return ""
+    newline = text.find("\n", chars)
+    return text[newline + 1:] if newline != -1 and newline - chars < 200 else text[chars:]
+
+
+def _drop_tail_lines(text: str, chars: int) -> str:
+    if chars >= len(text):
+        return ""
+    cut = len(text) - chars
+    newline = text.rfind("\n", 0, cut)
+    return text[:newline + 1] if newline != -1 and cut - newline < 200 else text[:cut]
+
+
+def fit_request(request: InfillRequest, count_tokens: Callable[[str], int], budget: int,
+                suffix_share: float = 0.25, context_limit: int | None = None) -> InfillRequest:
+    """Trim the outer segments to `budget` tokens (measured by the backend's tokenizer) and give rewrite
+    holes room for their initial text. Inner segments (between holes) are kept whole. With a
+    `context_limit` (the model's positions), context plus canvases stay under it too.
+    """
+    holes = tuple(
+        dataclasses.replace(h, canvas=min(MAX_CANVAS, max(h.canvas, count_tokens(h.init) + 4))) if h.init else h
+        for h in request.holes
+    )
+    if context_limit:
+        budget = max(0, min(budget, context_limit - sum(h.canvas for h in holes) - 8))  # 8: specials, BOS
+    segments = list(request.segments)
+    inner = sum(count_tokens(s) for s in segments[1:-1]) if len(segments) > 2 else 0
+    room = max(0, budget - inner)
+    suffix_room = int(room * suffix_share)
+    pre, suf = count_tokens(segments[0]), count_tokens(segments[-1])
+    for _ in range(12):  # proportional cuts converge in two or three rounds
+        if pre + suf <= room:
+            break
+        if suf > suffix_room and suf > room - pre:  # trim the suffix down to its share first
+            excess = min(suf - suffix_room, pre + suf - room)
+            segments[-1] = _drop_tail_lines(segments[-1], max(1, int(len(segments[-1]) * excess / max(suf, 1)) + 1))
+            suf = count_tokens(segments[-1])
+        else:
+            excess = pre + suf - room
+            segments[0] = _drop_head_lines(segments[0], max(1, int(len(segments[0]) * excess / max(pre, 1)) + 1))
+            pre = count_tokens(segments[0])
+    if not any(segments) and not any(h.init for h in holes):
+        return request  # nothing left to trim to; let the engine reject it with its own message
+    return InfillRequest(segments=tuple(segments), holes=holes)

@@ -1,0 +1,235 @@
+"""Server options: nested dataclasses, structured from `initializationOptions` and
+`workspace/didChangeConfiguration` settings.
+
+Keys arrive in camelCase (`lineCanvas`); snake_case is accepted too. Each leaf is structured by a strict
+cattrs converter (no `"false"` -> True, no 3.7 -> 3) and then checked against the range in its field's
+metadata. A bad or unknown key produces one message naming the key, the value and what was expected, and
+only that key falls back to its default: the rest of the options still apply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+import cattrs
+
+from engine.request import MAX_CANVAS, SamplerConfig
+
+
+def opt(default: Any, expected: str, check: Callable[[Any], bool] = lambda v: True) -> Any:
+    """A field with a default, a predicate, and the words for what the predicate expects."""
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata={"expected": expected, "check": check})
+    return field(default=default, metadata={"expected": expected, "check": check})
+
+
+def _canvas(default: int) -> Any:
+    return opt(default, f"an integer 1..{MAX_CANVAS}", lambda v: 1 <= v <= MAX_CANVAS)
+
+
+@dataclass
+class ModelOptions:
+    path: str | None = opt(None, "a checkpoint directory or null for the embedded model")
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N",
+                      lambda v: v in ("auto", "cpu", "cuda", "mps") or v.startswith("cuda:"))
+    dtype: str | None = opt(None, "float32, bfloat16, float16 or null",
+                            lambda v: v in (None, "float32", "bfloat16", "float16"))
+
+
+@dataclass
+class SamplerOptions:
+    steps: int = opt(8, "an integer 1..1024", lambda v: 1 <= v <= 1024)
+    confidence: Literal["max_prob", "margin", "entropy", "random"] = opt(
+        "max_prob", "one of max_prob, margin, entropy, random")
+    commit: Literal["schedule", "threshold", "renoise"] = opt("schedule", "one of schedule, threshold, renoise")
+    schedule: Literal["even", "dream"] = opt("even", "even or dream")
+    threshold: float = opt(0.9, "a number in (0, 1]", lambda v: 0.0 < v <= 1.0)
+    temperature: float = opt(0.0, "a number in [0, 10]", lambda v: 0.0 <= v <= 10.0)
+    top_p: float = opt(1.0, "a number in (0, 1]", lambda v: 0.0 < v <= 1.0)
+    seed: int = opt(0, "an integer >= 0", lambda v: v >= 0)
+    halt_when_stable: bool = opt(True, "true or false")
+
+
+@dataclass
+class InlineOptions:
+    """Cursor completions: ghost text (`textDocument/inlineCompletion`) and completion items."""
+
+    enable: bool = opt(True, "true or false")
+    completion_items: bool = opt(True, "true or false")  # also answer textDocument/completion
+    line_canvas: int = _canvas(16)
+    block_canvas: int = _canvas(48)
+    max_lines: int = opt(12, "an integer 1..200", lambda v: 1 <= v <= 200)
+    # automatic triggers (typing) wait this long before the model starts, so that a burst of keystrokes
+    # starts only its last request; explicitly invoked completions never wait
+    debounce_ms: float = opt(20.0, "a number of milliseconds in [0, 2000]", lambda v: 0.0 <= v <= 2000.0)
+
+
+@dataclass
+class RewriteOptions:
+    enable: bool = opt(True, "true or false")
+    strength: float = opt(0.5, "a number in [0, 1]", lambda v: 0.0 <= v <= 1.0)
+    extra_canvas: int = opt(8, "an integer 0..1024", lambda v: 0 <= v <= 1024)  # room to grow beyond the selection
+    max_chars: int = opt(8000, "an integer 1..1000000", lambda v: 1 <= v <= 1_000_000)
+
+
+@dataclass
+class HolesOptions:
+    enable: bool = opt(True, "true or false")
+    marker: str = opt("<FILL>", "a non-empty string without line breaks",
+                      lambda v: bool(v) and "\n" not in v and "\r" not in v)
+    canvas: int = _canvas(24)
+    max_holes: int = opt(16, "an integer 1..64", lambda v: 1 <= v <= 64)
+
+
+@dataclass
+class ContextOptions:
+    budget: int = opt(1024, "an integer 16..32768 (tokens of prefix + suffix + other files)",
+                      lambda v: 16 <= v <= 32768)
+    suffix_share: float = opt(0.25, "a number in [0, 0.9]", lambda v: 0.0 <= v <= 0.9)
+    other_documents: bool = opt(True, "true or false")
+    other_share: float = opt(0.15, "a number in [0, 0.5]", lambda v: 0.0 <= v <= 0.5)
+    chars_per_token: float = opt(3.5, "a number in [1, 16]", lambda v: 1.0 <= v <= 16.0)
+
+
+@dataclass
+class CacheOptions:
+    size: int = opt(256, "an integer 0..100000 (0 turns the cache off)", lambda v: 0 <= v <= 100_000)
+
+
+@dataclass
+class FakeOptions:
+    """The deterministic test backend (`backend: "fake"`)."""
+
+    step_delay_ms: float = opt(0.0, "a number of milliseconds in [0, 10000]", lambda v: 0.0 <= v <= 10_000.0)
+    load_delay_ms: float = opt(0.0, "a number of milliseconds in [0, 60000]", lambda v: 0.0 <= v <= 60_000.0)
+    responses: dict[str, str] = opt({}, "an object mapping text before a hole to its fill")
+
+
+@dataclass
+class Options:
+    backend: Literal["engine", "fake"] = opt("engine", "engine or fake")
+    model: ModelOptions = field(default_factory=ModelOptions)
+    sampler: SamplerOptions = field(default_factory=SamplerOptions)
+    inline: InlineOptions = field(default_factory=InlineOptions)
+    rewrite: RewriteOptions = field(default_factory=RewriteOptions)
+    holes: HolesOptions = field(default_factory=HolesOptions)
+    context: ContextOptions = field(default_factory=ContextOptions)
+    cache: CacheOptions = field(default_factory=CacheOptions)
+    fake: FakeOptions = field(default_factory=FakeOptions)
+
+    def sampler_config(self) -> SamplerConfig:
+        """The engine's sampler settings (only the fields this engine version has)."""
+        values = dataclasses.asdict(self.sampler) | {"strength": self.rewrite.strength}
+        known = {f.name for f in dataclasses.fields(SamplerConfig)}
+        return SamplerConfig(**{k: v for k, v in values.items() if k in known})
+
+    def backend_key(self) -> tuple:
+        """What a backend is built from: when it changes, the model is reloaded."""
+        fake = (self.fake.step_delay_ms, self.fake.load_delay_ms, tuple(sorted(self.fake.responses.items())))
+        return (self.backend, self.model.path, self.model.device, self.model.dtype,
+                fake if self.backend == "fake" else None)
+
+
+# --- structuring -----------------------------------------------------------------------------------------
+
+def _strict_int(value: Any, _: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise ValueError(f"{value!r} is not an integer")
+    return int(value)
+
+
+def _strict_float(value: Any, _: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ValueError(f"{value!r} is not a number")
+    return float(value)
+
+
+def _strict_bool(value: Any, _: type) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{value!r} is not true or false")
+    return value
+
+
+def _strict_str(value: Any, _: type) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    return value
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter()
+    conv.register_structure_hook(int, _strict_int)
+    conv.register_structure_hook(float, _strict_float)
+    conv.register_structure_hook(bool, _strict_bool)
+    conv.register_structure_hook(str, _strict_str)
+    return conv
+
+
+_CONVERTER = _make_converter()
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _structure(cls: type, raw: Any, path: str, problems: list[str]) -> Any:
+    defaults = cls()
+    if raw is None:
+        return defaults
+    if not isinstance(raw, dict):
+        problems.append(f"option {path or 'options'} = {_short(raw)} is invalid: expected an object; "
+                        "using the defaults")
+        return defaults
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    by_key = {camel(name): name for name in fields} | {name: name for name in fields}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = by_key.get(key) if isinstance(key, str) else None
+        where = f"{path}.{key}" if path else str(key)
+        if name is None:
+            known = ", ".join(camel(n) for n in fields)
+            problems.append(f"unknown option {where}: expected one of {known}")
+            continue
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            values[name] = _structure(kind, value, where, problems)
+            continue
+        meta = fields[name].metadata
+        default = getattr(defaults, name)
+        try:
+            parsed = _CONVERTER.structure(value, kind)
+            ok = meta.get("check", lambda v: True)(parsed)
+        except Exception:  # noqa: BLE001 - any structuring failure means "not the expected type"
+            ok = False
+        if not ok:
+            problems.append(f"option {where} = {_short(value)} is invalid: expected {meta.get('expected', kind)}; "
+                            f"using the default {default!r}")
+            continue
+        values[name] = parsed
+    return dataclasses.replace(defaults, **values)
+
+
+def parse_options(raw: Any) -> tuple[Options, list[str]]:
+    """Options from a JSON-like object, with one message per bad key (each naming the key)."""
+    problems: list[str] = []
+    options = _structure(Options, raw, "", problems)
+    return options, problems
+
+
+def settings_section(settings: Any) -> Any:
+    """The dg-lsp part of `workspace/didChangeConfiguration` settings (clients nest it under a section)."""
+    if isinstance(settings, dict):
+        for key in ("dg-lsp", "dgLsp", "dg_lsp"):
+            if key in settings:
+                return settings[key]
+    return settings

@@ -1,0 +1,370 @@
+"""The language server: state on a `DgServer`, thin handlers over the pure modules.
+
+Handlers fetch a document snapshot, call pure functions (context, postprocess, edits), hand the infill to
+the scheduler's worker and await it without blocking the loop, then convert to lsprotocol types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import sys
+import time
+from typing import Any, Callable
+
+from lsprotocol import types
+from pygls.capabilities import ServerCapabilitiesBuilder, get_capability
+from pygls.exceptions import (JsonRpcContentModified, JsonRpcException, JsonRpcInvalidParams,
+                              JsonRpcRequestCancelled)
+from pygls.lsp.server import LanguageServer
+
+from engine.errors import EngineError
+from engine.request import InfillRequest, InfillResult
+from dg_lsp import convert
+from dg_lsp.backend import InfillBackend, make_backend
+from dg_lsp.context import build_cursor_context, cache_key, fit_request, is_word_char
+from dg_lsp.edits import EditError, plan_edits, plan_holes, plan_rewrite
+from dg_lsp.options import Options, parse_options, settings_section
+from dg_lsp.postprocess import as_item_edit, continue_shown, postprocess, remember
+from dg_lsp.protocol import DgProtocol
+from dg_lsp.scheduler import BackendUnavailable, Cancelled, Job, Scheduler, Superseded
+from dg_lsp.text import UTF8, UTF16, UTF32, Document, DocumentStore, Position
+
+__version__ = "0.1.0"
+log = logging.getLogger(__name__)
+
+STATUS = "dg/status"
+STATS = "dg/stats"
+REQUEST_FAILED = -32803
+_ENCODINGS = {types.PositionEncodingKind.Utf8: UTF8, types.PositionEncodingKind.Utf16: UTF16,
+              types.PositionEncodingKind.Utf32: UTF32}
+
+
+class RequestFailed(JsonRpcException):
+    CODE = REQUEST_FAILED
+    MESSAGE = "Request Failed"
+
+
+class DgServer(LanguageServer):
+    """All server state lives here (documents, options, scheduler, shown completions)."""
+
+    def __init__(self, backend_factory: Callable[[Options], InfillBackend] = make_backend) -> None:
+        super().__init__("dg-lsp", __version__, protocol_cls=DgProtocol,
+                         text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        self.backend_factory = backend_factory
+        self.documents = DocumentStore()
+        self.options = Options()
+        self.shown: dict[str, Any] = {}  # uri -> postprocess.Shown
+        self.scheduler = Scheduler(cache_size=self.options.cache.size, on_computed=self._on_computed)
+        self.model_state = "idle"
+        self.model_info: dict = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._jobs_by_request: dict[Any, Job] = {}
+        self._tokens = itertools.count(1)
+        self._loaded_key: tuple | None = None  # backend options of the last load started
+        self._load_task: asyncio.Task | None = None
+
+    # --- capabilities of the client ---------------------------------------------------------------------
+    def _client_has(self, *path: str) -> bool:
+        node: Any = getattr(self.protocol, "client_capabilities", None)
+        for name in path:
+            node = getattr(node, name, None)
+            if node is None:
+                return False
+        return bool(node)
+
+    # --- messages ---------------------------------------------------------------------------------------
+    def show(self, message: str, kind: types.MessageType = types.MessageType.Warning) -> None:
+        self.window_show_message(types.ShowMessageParams(type=kind, message=f"dg-lsp: {message}"))
+
+    def send_status(self) -> None:
+        info = self.model_info
+        self.protocol.notify(STATUS, {
+            "model": info.get("model"), "device": info.get("device"), "kernels": info.get("kernels"),
+            "state": self.model_state, "lastLatencyMs": self.scheduler.stats.last_latency_ms,
+        })
+
+    def _on_computed(self, latency_ms: float) -> None:  # worker thread
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.send_status)
+
+    def report_server_error(self, error: Exception, source) -> None:
+        log.warning("server error (%s): %s", getattr(source, "__name__", source), error)
+
+    # --- options and the model --------------------------------------------------------------------------
+    def apply_options(self, raw: Any) -> None:
+        options, problems = parse_options(raw)
+        for problem in problems:
+            self.show(problem)
+        self.options = options
+        self.scheduler.cache.size = options.cache.size
+        if self._loaded_key is not None and options.backend_key() != self._loaded_key:
+            self.start_load()
+
+    def start_load(self) -> asyncio.Task:
+        """Queue a (re)load of the backend on the worker now, ahead of any later job, and follow it with
+        work-done progress and status notifications in a task."""
+        options = self.options
+        self._loaded_key = options.backend_key()
+        self.model_state = "loading"
+        self.send_status()
+        loop = asyncio.get_running_loop()
+        token: list[str] = []  # set once the client has accepted the progress token
+        latest: list[types.WorkDoneProgressReport] = []  # the last report, replayed once the token exists
+
+        def report(message: str, done: int, total: int) -> None:
+            pct = int(100 * done / total) if total else None
+            latest[:] = [types.WorkDoneProgressReport(message=message, percentage=pct)]
+            if token:
+                self.work_done_progress.report(token[0], latest[0])
+
+        def progress(message: str, done: int, total: int) -> None:  # worker thread
+            loop.call_soon_threadsafe(report, message, done, total)
+
+        loaded = self.scheduler.load(lambda: self.backend_factory(options), progress)
+        self._load_task = asyncio.ensure_future(self._follow_load(options, loaded, token, latest))
+        return self._load_task
+
+    async def _follow_load(self, options: Options, loaded, token: list[str], latest: list) -> None:
+        if self._client_has("window", "work_done_progress"):
+            name = f"dg-lsp/load/{next(self._tokens)}"
+            try:
+                await self.work_done_progress.create_async(name)
+                self.work_done_progress.begin(name, types.WorkDoneProgressBegin(
+                    title="dg-lsp: loading model", percentage=0, cancellable=False))
+                token.append(name)
+                if latest:
+                    self.work_done_progress.report(name, latest[0])
+            except Exception:  # noqa: BLE001 - progress is a courtesy; the load goes on
+                log.exception("work done progress create failed")
+        try:
+            self.model_info = await asyncio.wrap_future(loaded)
+            self.model_state, end = "ready", f"loaded {self.model_info.get('model')} on {self.model_info.get('device')}"
+        except Exception as exc:  # noqa: BLE001 - told to the user; requests then answer empty
+            self.model_state, self.model_info, end = "error", {}, f"model load failed: {exc}"
+            where = options.model.path or "the embedded model"
+            self.show(f"could not load {where} ({type(exc).__name__}: {exc}); completions are off until "
+                      f"model.path or model.device is fixed", types.MessageType.Error)
+        if token:
+            self.work_done_progress.end(token[0], types.WorkDoneProgressEnd(message=end))
+        self.send_status()
+
+    # --- running infills --------------------------------------------------------------------------------
+    def cancel_request(self, msg_id: Any) -> None:
+        job = self._jobs_by_request.pop(msg_id, None)
+        if job is not None:
+            self.scheduler.cancel(job)
+
+    async def infill(self, lane: tuple, request: InfillRequest, debounce_ms: float = 0.0) -> InfillResult | None:
+        """Run `request` on the worker. None when a newer request on the same lane superseded it."""
+        if self._loaded_key is None:  # a client that never sent `initialized`
+            self.start_load()
+        options = self.options
+        budget, share = options.context.budget, options.context.suffix_share
+        settings = (options.backend_key(), options.sampler_config(), options.sampler.seed, budget, share)
+        job = Job(lane=lane, request=request, sampler=options.sampler_config(), seed=options.sampler.seed,
+                  cache_key=cache_key(request, settings),
+                  prepare=lambda backend, req: fit_request(req, backend.count_tokens, budget, share,
+                                                           backend.context_limit()),
+                  not_before=time.monotonic() + debounce_ms / 1000.0)
+        msg_id = self.protocol.msg_id
+        if msg_id is not None:
+            self._jobs_by_request[msg_id] = job
+        self.scheduler.submit(job)
+        try:
+            return await asyncio.wrap_future(job.future)
+        except Superseded:
+            return None
+        except asyncio.CancelledError:
+            self.scheduler.cancel(job)
+            raise
+        except Cancelled as exc:
+            raise JsonRpcRequestCancelled("request cancelled") from exc
+        finally:
+            if msg_id is not None:
+                self._jobs_by_request.pop(msg_id, None)
+
+    async def complete_at(self, uri: str, position: types.Position, automatic: bool
+                          ) -> tuple[Document, Completion, int] | None:
+        """The completion at a cursor: (snapshot, completion, start of the word being typed) or None."""
+        doc = self.documents.get(uri)
+        if doc is None or not self.options.inline.enable:
+            return None
+        offset = doc.offset_at(Position(position.line, position.character))
+        line_start = doc.line_starts[doc.line_at(offset)]
+        word_start = offset
+        while word_start > line_start and is_word_char(doc.text[word_start - 1]):
+            word_start -= 1
+        if (typed := continue_shown(self.shown.get(uri), doc.text, offset)) is not None:
+            return doc, typed, word_start
+        options = self.options
+        others = self.documents.recently_edited(uri, 3) if options.context.other_documents else ()
+        ctx = build_cursor_context(doc, offset, automatic=automatic, options=options.context,
+                                   line_canvas=options.inline.line_canvas, block_canvas=options.inline.block_canvas,
+                                   others=others)
+        try:
+            debounce = options.inline.debounce_ms if automatic else 0.0
+            result = await self.infill(("complete", uri), ctx.request(), debounce)
+        except (EngineError, BackendUnavailable) as exc:
+            log.info("no completion: %s", exc)
+            return None
+        except (JsonRpcException, asyncio.CancelledError):
+            raise
+        except Exception:  # noqa: BLE001 - a failing backend must not cost the reply
+            log.exception("completion failed")
+            return None
+        current = self.documents.get(uri)
+        if result is None or current is None or current.version != doc.version:
+            return None
+        completion = postprocess(result.text, ctx, max_lines=options.inline.max_lines)
+        if completion is None:
+            return None
+        self.shown[uri] = remember(ctx, completion, doc.text)
+        return doc, completion, ctx.word_start
+
+    async def compute_edit(self, kind: str, uri: str, rng: types.Range | None) -> types.WorkspaceEdit:
+        doc = self.documents.get(uri)
+        if doc is None:
+            raise JsonRpcInvalidParams(f"unknown document {uri!r}: expected the uri of an open document")
+        options = self.options
+        try:
+            if kind == "rewrite":
+                if not options.rewrite.enable:
+                    raise EditError("rewrite is disabled: set option rewrite.enable to true")
+                start = doc.offset_at(Position(rng.start.line, rng.start.character))
+                end = doc.offset_at(Position(rng.end.line, rng.end.character))
+                plan = plan_rewrite(doc, start, end, options.rewrite, options.context)
+            else:
+                if not options.holes.enable:
+                    raise EditError("fill holes is disabled: set option holes.enable to true")
+                plan = plan_holes(doc, options.holes, options.context)
+        except (EditError, EngineError) as exc:
+            raise JsonRpcInvalidParams(str(exc)) from exc
+        try:
+            result = await self.infill(("edit", uri), plan.request)
+        except (JsonRpcException, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the reply names the failure
+            log.exception("%s failed", kind)
+            raise RequestFailed(f"{kind} failed: {type(exc).__name__}: {exc}") from exc
+        if result is None:
+            return types.WorkspaceEdit(changes={})  # superseded by a newer edit request on this document
+        current = self.documents.get(uri)
+        if current is None or current.version != doc.version:
+            raise JsonRpcContentModified(f"{uri} changed while the {kind} ran; run it again")
+        try:
+            edits = plan_edits(plan, result.texts, doc.eol())
+        except EditError as exc:
+            raise RequestFailed(str(exc)) from exc
+        return convert.workspace_edit(doc, edits, self._client_has("workspace", "workspace_edit", "document_changes"))
+
+    async def run_edit_command(self, kind: str, title: str, args: tuple, need_range: bool) -> types.WorkspaceEdit:
+        parsed = convert.parse_edit_args(args, self.protocol._converter, need_range=need_range)
+        edit = await self.compute_edit(kind, parsed.uri, parsed.range)
+        if parsed.apply and (edit.changes or edit.document_changes) and self._client_has("workspace", "apply_edit"):
+            try:
+                await self.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit, label=title))
+            except Exception:  # noqa: BLE001 - the edit is still returned
+                log.exception("workspace/applyEdit failed")
+        return edit
+
+
+def build_server(backend_factory: Callable[[Options], InfillBackend] = make_backend) -> DgServer:
+    server = DgServer(backend_factory)
+    _register(server)
+    return server
+
+
+def _register(server: DgServer) -> None:  # noqa: C901 - one short handler per method
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: DgServer, params: types.InitializeParams) -> None:
+        ls.loop = asyncio.get_running_loop()
+        encoding = ServerCapabilitiesBuilder.choose_position_encoding(params.capabilities)
+        ls.documents.encoding = _ENCODINGS.get(encoding, UTF16)
+        ls.apply_options(settings_section(params.initialization_options))
+
+    @server.feature(types.INITIALIZED)
+    def initialized(ls: DgServer, params: types.InitializedParams) -> None:
+        if ls._loaded_key is None:
+            ls.start_load()
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: DgServer, params: None) -> None:
+        ls.scheduler.stop(timeout=2.0)
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    def did_change_configuration(ls: DgServer, params: types.DidChangeConfigurationParams) -> None:
+        if params.settings is not None:
+            ls.apply_options(settings_section(params.settings))
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(ls: DgServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
+        automatic = params.context.trigger_kind == types.InlineCompletionTriggerKind.Automatic
+        found = await ls.complete_at(params.text_document.uri, params.position, automatic)
+        if found is None:
+            return types.InlineCompletionList(items=[])
+        doc, completion, _ = found
+        return convert.inline_items(doc, completion)
+
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
+    async def completion(ls: DgServer, params: types.CompletionParams) -> types.CompletionList:
+        if not ls.options.inline.completion_items:
+            return types.CompletionList(is_incomplete=False, items=[])
+        invoked = params.context is None or params.context.trigger_kind == types.CompletionTriggerKind.Invoked
+        found = await ls.complete_at(params.text_document.uri, params.position, not invoked)
+        if found is None:
+            return types.CompletionList(is_incomplete=True, items=[])
+        doc, completion, word_start = found
+        return convert.completion_items(doc, as_item_edit(completion, word_start, doc.text))
+
+    @server.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
+        code_action_kinds=[types.CodeActionKind.RefactorRewrite], resolve_provider=True))
+    def code_action(ls: DgServer, params: types.CodeActionParams) -> list[types.CodeAction]:
+        doc = ls.documents.get(params.text_document.uri)
+        if doc is None:
+            return []
+        lazy_edit = "edit" in get_capability(ls.client_capabilities,
+                                             "text_document.code_action.resolve_support.properties", [])
+        rng, holes = params.range, ls.options.holes
+        kinds = [kind for kind, ok in (("rewrite", ls.options.rewrite.enable and rng.start != rng.end),
+                                       ("holes", holes.enable and holes.marker in doc.text)) if ok]
+        return convert.code_actions(doc.uri, ls.protocol._converter.unstructure(rng), kinds, lazy_edit)
+
+    @server.feature(types.CODE_ACTION_RESOLVE)
+    async def resolve_code_action(ls: DgServer, action: types.CodeAction) -> types.CodeAction:
+        data = action.data if isinstance(action.data, dict) else {}
+        kind = data.get("kind")
+        if kind not in ("rewrite", "holes"):
+            raise JsonRpcInvalidParams(f"code action data kind={kind!r}: expected rewrite or holes")
+        parsed = convert.parse_edit_args([data], ls.protocol._converter, need_range=kind == "rewrite")
+        action.edit = await ls.compute_edit(kind, parsed.uri, parsed.range)
+        return action
+
+    @server.command(convert.REWRITE_COMMAND)
+    async def rewrite_selection(ls: DgServer, *args: Any) -> types.WorkspaceEdit:
+        return await ls.run_edit_command("rewrite", "Rewrite selection", args, need_range=True)
+
+    @server.command(convert.FILL_HOLES_COMMAND)
+    async def fill_holes(ls: DgServer, *args: Any) -> types.WorkspaceEdit:
+        return await ls.run_edit_command("holes", "Fill holes", args, need_range=False)
+
+    @server.feature(STATS)
+    def stats(ls: DgServer, params: Any) -> dict:
+        return {"received": ls.protocol.received, "replied": ls.protocol.replied, "documents": len(ls.documents),
+                "pending": ls.scheduler.pending(), "cacheEntries": len(ls.scheduler.cache),
+                "modelState": ls.model_state, "torchLoaded": "torch" in sys.modules,
+                **ls.scheduler.stats.as_dict()}
+
+
+def serve(args) -> int:
+    level = logging.INFO if getattr(args, "log_file", None) else logging.WARNING
+    logging.basicConfig(filename=getattr(args, "log_file", None), level=level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pygls").setLevel(logging.WARNING)  # pygls logs every message body at INFO
+    server = build_server()
+    if getattr(args, "tcp", False):
+        server.start_tcp(args.host, args.port)
+    else:
+        server.start_io(sys.stdin.buffer, sys.stdout.buffer)
+    return 0

@@ -1,0 +1,140 @@
+"""Shared pieces of the LSP tests: client capabilities built by hand, and a pytest-lsp client fixture
+running `python -m dg_lsp.cli` as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import pytest_lsp
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+SERVER_COMMAND = [sys.executable, "-m", "dg_lsp.cli"]
+
+
+def capabilities(*, inline: bool = True, progress: bool = True, apply_edit: bool = True,
+                 document_changes: bool = False, resolve_edit: bool = False,
+                 encodings: list[str] | None = None) -> types.ClientCapabilities:
+    """Client capabilities written out by hand (pytest-lsp ships none that declare inline completion)."""
+    text_document = types.TextDocumentClientCapabilities(
+        synchronization=types.TextDocumentSyncClientCapabilities(dynamic_registration=False),
+        completion=types.CompletionClientCapabilities(
+            completion_item=types.ClientCompletionItemOptions(snippet_support=False)),
+        code_action=types.CodeActionClientCapabilities(
+            code_action_literal_support=types.ClientCodeActionLiteralOptions(
+                code_action_kind=types.ClientCodeActionKindOptions(value_set=[types.CodeActionKind.RefactorRewrite])),
+            resolve_support=types.ClientCodeActionResolveOptions(properties=["edit"]) if resolve_edit else None,
+            data_support=True,
+        ),
+        inline_completion=types.InlineCompletionClientCapabilities(dynamic_registration=False) if inline else None,
+    )
+    return types.ClientCapabilities(
+        text_document=text_document,
+        workspace=types.WorkspaceClientCapabilities(
+            apply_edit=apply_edit,
+            workspace_edit=types.WorkspaceEditClientCapabilities(document_changes=document_changes),
+            configuration=False,
+            did_change_configuration=types.DidChangeConfigurationClientCapabilities(dynamic_registration=False),
+        ),
+        window=types.WindowClientCapabilities(work_done_progress=progress),
+        general=types.GeneralClientCapabilities(position_encodings=encodings) if encodings else None,
+    )
+
+
+def as_dict(value: Any) -> Any:
+    """pygls hands untyped JSON objects over as namedtuples; turn them back into dicts."""
+    if hasattr(value, "_asdict"):
+        return {k: as_dict(v) for k, v in value._asdict().items()}
+    if isinstance(value, dict):
+        return {k: as_dict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_dict(v) for v in value]
+    return value
+
+
+def fake_options(**overrides: Any) -> dict:
+    options: dict[str, Any] = {"backend": "fake", "fake": {"responses": {}}}
+    for key, value in overrides.items():
+        options[key] = value
+    return options
+
+
+async def initialize(client: LanguageClient, options: dict | None = None, caps: types.ClientCapabilities | None = None,
+                     wait_ready: bool = True) -> types.InitializeResult:
+    result = await client.initialize_session(types.InitializeParams(
+        capabilities=caps or capabilities(), initialization_options=options, root_uri="file:///work"))
+    if wait_ready:
+        await wait_for_state(client, ("ready", "error"))
+    return result
+
+
+async def wait_for_state(client: LanguageClient, states: tuple[str, ...]) -> dict:
+    for _ in range(2000):  # polling a list the client fills; no timing is asserted
+        for status in reversed(client.statuses):
+            if status.get("state") in states:
+                return status
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"server never reached {states}: {client.statuses}")
+
+
+def open_doc(client: LanguageClient, uri: str, text: str, language: str = "python", version: int = 1) -> None:
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id=language, version=version, text=text)))
+
+
+def change_doc(client: LanguageClient, uri: str, version: int, start: tuple[int, int], end: tuple[int, int],
+               text: str) -> None:
+    rng = types.Range(start=types.Position(*start), end=types.Position(*end))
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        content_changes=[types.TextDocumentContentChangePartial(range=rng, text=text)]))
+
+
+def inline_params(uri: str, line: int, character: int, automatic: bool = False) -> types.InlineCompletionParams:
+    kind = types.InlineCompletionTriggerKind.Automatic if automatic else types.InlineCompletionTriggerKind.Invoked
+    return types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line, character),
+        context=types.InlineCompletionContext(trigger_kind=kind))
+
+
+async def raw_request(client: LanguageClient, method: str, params: Any) -> Any:
+    """Send a request and take its result as plain JSON, bypassing the client's result structuring
+    (lsprotocol's client hook reads any code action that has a `command` as a bare `Command`)."""
+    msg_id = f"raw-{id(params)}-{method}"
+    future = client.protocol.send_request(method, params, msg_id=msg_id)
+    client.protocol._result_types.pop(msg_id, None)
+    return as_dict(await asyncio.wrap_future(future))
+
+
+async def stats(client: LanguageClient) -> dict:
+    return as_dict(await client.protocol.send_request_async("dg/stats", {}))
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER_COMMAND))
+async def client(lsp_client: LanguageClient):
+    lsp_client.statuses = []
+    lsp_client.applied = []
+
+    @lsp_client.feature("dg/status")
+    def on_status(params: Any) -> None:
+        lsp_client.statuses.append(as_dict(params))
+
+    @lsp_client.feature(types.WORKSPACE_APPLY_EDIT)
+    def on_apply(params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
+        lsp_client.applied.append(params)
+        return types.ApplyWorkspaceEditResult(applied=True)
+
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def settled_stats(client: LanguageClient) -> dict:
+    """Stats once the worker has nothing queued or running (a cancelled job stops at its next step)."""
+    for _ in range(2000):
+        info = await stats(client)
+        if info["pending"] == 0:
+            return info
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the worker never went idle: {info}")

@@ -1,0 +1,117 @@
+"""Context building: windows within the budget, mode choice, other documents, token fitting."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.request import Hole, InfillRequest
+from dg_lsp.context import build_cursor_context, cache_key, choose_mode, fit_request
+from dg_lsp.options import ContextOptions
+from dg_lsp.text import Document, DocumentStore, Position
+
+CURSOR = "█"
+
+
+def ctx_at(marked: str, automatic: bool = False, options: ContextOptions | None = None, others=(), language="python"):
+    offset = marked.index(CURSOR)
+    doc = Document("file:///a.py", marked.replace(CURSOR, ""), 3, language)
+    return build_cursor_context(doc, offset, automatic=automatic, options=options or ContextOptions(),
+                                line_canvas=16, block_canvas=48, others=others)
+
+
+@pytest.mark.parametrize("line_prefix, line_suffix, automatic, mode", [
+    ("x = foo(", ")", True, "line"),  # text after the cursor: finish this line
+    ("x = foo(", ")", False, "line"),
+    ("    ", "", True, "block"),  # blank line: a block
+    ("def f():", "", True, "block"),  # after a block opener
+    ("if (x) {", "", True, "block"),
+    ("x = compu", "", True, "line"),  # typing mid-statement
+    ("x = compu", "", False, "block"),  # explicitly invoked at the end of a line
+])
+def test_choose_mode(line_prefix, line_suffix, automatic, mode):
+    assert choose_mode(line_prefix, line_suffix, automatic) == mode
+
+
+def test_context_splits_at_the_cursor_and_picks_the_canvas_by_mode():
+    ctx = ctx_at("def f():\n    █\n\nprint(f())\n")
+    assert ctx.prefix == "def f():\n    " and ctx.suffix == "\n\nprint(f())\n"
+    assert ctx.mode == "block" and ctx.canvas == 48
+    assert ctx.line_prefix == "    " and ctx.line_suffix == ""
+    line = ctx_at("x = f(█)\n", automatic=True)
+    assert line.mode == "line" and line.canvas == 16 and line.line_suffix == ")"
+
+
+def test_windows_respect_the_character_budget_and_cut_at_line_starts():
+    lines = [f"line_{i} = {i}\n" for i in range(2000)]
+    text = "".join(lines[:1000]) + "█" + "".join(lines[1000:])
+    options = ContextOptions(budget=100, chars_per_token=4.0, suffix_share=0.25, other_documents=False)
+    ctx = ctx_at(text, options=options)
+    assert len(ctx.prefix) <= 300 and len(ctx.suffix) <= 100
+    assert ctx.prefix.startswith("line_") and ctx.prefix.endswith("\n")
+    assert ctx.suffix.endswith("\n")
+    assert ctx.request().prefix == ctx.prefix
+
+
+def test_unused_suffix_budget_goes_to_the_prefix():
+    text = "".join(f"v{i} = {i}\n" for i in range(500)) + "█"
+    options = ContextOptions(budget=100, chars_per_token=4.0, other_documents=False)
+    ctx = ctx_at(text, options=options)
+    assert ctx.suffix == "" and 300 < len(ctx.prefix) <= 400
+
+
+def test_a_single_long_line_is_cut_mid_line():
+    ctx = ctx_at("x" * 10_000 + "█", options=ContextOptions(budget=16, chars_per_token=4.0))
+    assert ctx.prefix == "x" * 64
+
+
+def test_word_start_covers_the_identifier_being_typed():
+    ctx = ctx_at("    retu█\n")
+    assert ctx.offset - ctx.word_start == 4
+
+
+def test_other_documents_are_prepended_with_a_comment_naming_the_file():
+    store = DocumentStore()
+    store.open("file:///lib/util.py", "def helper(x):\n    return x * 2\n", 1, "python")
+    store.change("file:///lib/util.py", 2, [(Position(1, 15), Position(1, 16), "3")])
+    others = store.recently_edited("file:///a.py", 3)
+    ctx = ctx_at("y = █\n", others=others)
+    assert ctx.extra.startswith("# util.py\ndef helper(x):\n    return x * 3\n")
+    assert ctx.request().prefix == ctx.extra + "y = "
+    js = ctx_at("y = █\n", others=others, language="typescript")
+    assert js.extra.startswith("// util.py\n")
+    off = ctx_at("y = █\n", others=others, options=ContextOptions(other_documents=False))
+    assert off.extra == ""
+
+
+def test_crlf_documents_report_their_line_ending():
+    ctx = ctx_at("a = 1\r\nb = █\r\n")
+    assert ctx.eol == "\r\n" and ctx.line_prefix == "b = " and ctx.line_suffix == ""
+
+
+def test_cache_key_depends_on_text_and_settings():
+    a = InfillRequest.at_cursor("x = ", "\n", 16)
+    assert cache_key(a, ("s", 1)) == cache_key(InfillRequest.at_cursor("x = ", "\n", 16), ("s", 1))
+    assert cache_key(a, ("s", 1)) != cache_key(a, ("s", 2))
+    assert cache_key(a, ("s", 1)) != cache_key(InfillRequest.at_cursor("x = ", "\n", 17), ("s", 1))
+    assert cache_key(a, ("s", 1)) != cache_key(InfillRequest.at_cursor("x =", " \n", 16), ("s", 1))
+
+
+def count_words(text: str) -> int:
+    return len(text.split())
+
+
+def test_fit_request_trims_outer_segments_to_the_token_budget():
+    prefix = "".join(f"a{i} b{i}\n" for i in range(100))  # 200 words
+    suffix = "".join(f"c{i} d{i}\n" for i in range(100))
+    fitted = fit_request(InfillRequest.at_cursor(prefix, suffix, 8), count_words, budget=40, suffix_share=0.25)
+    assert count_words(fitted.prefix) + count_words(fitted.suffix) <= 40
+    assert prefix.endswith(fitted.prefix) and suffix.startswith(fitted.suffix)
+    assert count_words(fitted.prefix) >= 20  # the prefix keeps the larger share
+
+
+def test_fit_request_keeps_inner_segments_and_grows_rewrite_canvases():
+    request = InfillRequest(segments=("pre " * 50, " mid ", " post" * 50), holes=(Hole(4), Hole(4)))
+    fitted = fit_request(request, count_words, budget=30)
+    assert fitted.segments[1] == " mid "
+    rewrite = InfillRequest.rewrite("a\n", "one two three four five six", "\nb", canvas=2)
+    assert fit_request(rewrite, count_words, budget=30).holes[0].canvas == 6 + 4

@@ -1,0 +1,92 @@
+"""Golden tests of post-processing: (document with cursor, trigger, raw model text) -> offered text."""
+
+from __future__ import annotations
+
+import pytest
+
+from dg_lsp.options import ContextOptions
+from dg_lsp.postprocess import (Completion, as_item_edit, continue_shown, postprocess, remember, stop_at_dedent,
+                                trim_special)
+
+from .test_context import ctx_at
+
+# (name, document with █ at the cursor, automatic trigger, raw engine text, expected text or None)
+GOLDEN = [
+    ("line: stop at the end of the line", "x = █\n", True, "compute(1)\ny = 2", "compute(1)"),
+    ("line: auto-closed bracket", "print(█)\n", True, '"hi")', '"hi"'),
+    ("line: auto-closed quote", 's = "█"\n', True, 'hello"', "hello"),
+    ("line: re-typed rest of line", "f(█, b)\n", True, "a, b)", "a"),
+    ("line: closers plus colon", "if ok(█):\n", True, "x):", "x"),
+    ("line: only repeats the suffix", "foo(█)\n", True, ")", None),
+    ("line: starts with a line break", "x = 1█ + 2\n", True, "\nfoo", None),
+    ("empty", "x = █\n", True, "", None),
+    ("whitespace only", "x = █\n", True, "   \t", None),
+    ("pad/EOS leftovers end the text", "x = █\n", True, "abc<|endoftext|>zzz", "abc"),
+    ("mask leftovers end the text", "x = █\n", True, "ab<|mask|><|mask|>", "ab"),
+    ("block: stop at dedent", "def add(a, b):\n    █\n\nprint(add(1, 2))\n", False,
+     "return a + b\n\ndef sub(a, b):\n    return a - b", "return a + b"),
+    ("block: after an opener, stop at the opener's indentation", "def f():█\n", True,
+     "\n    x = 1\n    return x\nclass A:\n    pass", "\n    x = 1\n    return x"),
+    ("block: keep the closing bracket line", "int f() {█\n", True,
+     "\n    return 1;\n}\nint g() {", "\n    return 1;\n}"),
+    ("block: drop lines that already follow the cursor", "if x:\n    █\n    return y\n", False,
+     "y = 2\n    return y", "y = 2"),
+    ("block: only repeats the following line", "█\nprint(1)\n", False, "print(1)", None),
+    ("block: sibling statements stay", "def f():\n    a = 1\n    █\n", False,
+     "b = 2\n    c = 3\n\nf()", "b = 2\n    c = 3"),
+    ("block: trailing blank lines trimmed", "█", False, "import os\nimport sys\n\n\n", "import os\nimport sys"),
+    ("block: CRLF document gets CRLF", "def f():\r\n    █\r\n", False, "a = 1\n    b = 2", "a = 1\r\n    b = 2"),
+    ("block: CR LF from the model normalised", "def f():\n    █\n", False, "a = 1\r\n    b = 2", "a = 1\n    b = 2"),
+    ("lone surrogate survives", "x = █\n", True, "'\ud800'", "'\ud800'"),
+    ("tabs count as indentation", "def f():\n\t█\n", False, "a = 1\n\tb = 2\nc = 3", "a = 1\n\tb = 2"),
+]
+
+
+@pytest.mark.parametrize("name, marked, automatic, raw, expected", GOLDEN, ids=[g[0] for g in GOLDEN])
+def test_golden(name, marked, automatic, raw, expected):
+    ctx = ctx_at(marked, automatic=automatic, options=ContextOptions(other_documents=False))
+    result = postprocess(raw, ctx, max_lines=12)
+    if expected is None:
+        assert result is None
+    else:
+        assert result == Completion(expected, ctx.offset, ctx.offset)
+
+
+def test_block_mode_stops_at_max_lines():
+    ctx = ctx_at("def f():\n    █\n", automatic=False)
+    raw = "\n".join(f"    x{i} = {i}" for i in range(40)).lstrip()
+    result = postprocess(raw, ctx, max_lines=5)
+    assert result.text.count("\n") == 4
+
+
+def test_stop_at_dedent_on_blank_prefix_uses_the_first_real_line():
+    assert stop_at_dedent("\n    a\n    b\nc", "", 12) == "\n    a\n    b"
+
+
+def test_trim_special_keeps_ordinary_angle_brackets():
+    assert trim_special("a < b and c > d") == "a < b and c > d"
+    assert trim_special("List<String> x") == "List<String> x"
+    assert trim_special("x</s>y") == "x"
+
+
+def test_item_edit_replaces_the_word_being_typed():
+    marked = "    retu█\n"
+    ctx = ctx_at(marked, automatic=True)
+    completion = postprocess("rn x", ctx)
+    item = as_item_edit(completion, ctx.word_start, marked.replace("█", ""))
+    assert item == Completion("return x", ctx.offset - 4, ctx.offset)
+
+
+def test_typing_into_a_shown_completion_offers_the_rest():
+    text = "def f():\n    \n"
+    ctx = ctx_at("def f():\n    █\n")
+    shown = remember(ctx, Completion("return 42", ctx.offset, ctx.offset), text)
+    typed = text[:ctx.offset] + "ret" + text[ctx.offset:]
+    assert continue_shown(shown, typed, ctx.offset + 3) == Completion("urn 42", ctx.offset + 3, ctx.offset + 3)
+    diverged = text[:ctx.offset] + "rex" + text[ctx.offset:]
+    assert continue_shown(shown, diverged, ctx.offset + 3) is None
+    assert continue_shown(shown, text, ctx.offset) is None  # nothing typed: ask the model again
+    whole = text[:ctx.offset] + "return 42" + text[ctx.offset:]
+    assert continue_shown(shown, whole, ctx.offset + 9) is None  # fully typed out
+    moved = "# edit\n" + typed
+    assert continue_shown(shown, moved, ctx.offset + 3) is None  # text before it changed

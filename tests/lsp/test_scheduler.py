@@ -1,0 +1,183 @@
+"""Scheduler with the fake backend: latest request per lane wins, cancellation mid-denoise, every job
+resolves, the LRU answers repeats. Waiting uses events and futures; nothing is timed."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import wait
+
+import pytest
+
+from dg_lsp.backend import FakeBackend
+from dg_lsp.scheduler import BackendUnavailable, Cancelled, Job, Scheduler, Superseded
+from engine.errors import InfillCancelled
+from engine.request import InfillRequest, SamplerConfig
+
+
+class GatedBackend(FakeBackend):
+    """A fake whose denoising loop blocks on a gate after its first step, so tests control timing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.in_step = threading.Event()
+        self.steps_run = 0
+
+    def complete(self, request, sampler, cancel=None, seed=0):
+        for _ in range(sampler.steps):
+            if cancel is not None and cancel():
+                raise InfillCancelled("cancelled")
+            self.steps_run += 1
+            self.in_step.set()
+            self.gate.wait()
+        return super().complete(request, SamplerConfig(steps=1))  # counts calls and completions
+
+
+@pytest.fixture
+def scheduler():
+    s = Scheduler(cache_size=16)
+    yield s
+    s.stop()
+
+
+def load(s: Scheduler, backend) -> None:
+    s.load(lambda: backend).result()
+
+
+def job(lane="doc", prefix="x = ", key=None, steps=4) -> Job:
+    return Job(lane=lane, request=InfillRequest.at_cursor(prefix, "\n", 8), sampler=SamplerConfig(steps=steps),
+               cache_key=key)
+
+
+def test_a_job_runs_and_resolves(scheduler):
+    load(scheduler, FakeBackend({"x = ": "1"}))
+    j = scheduler.submit(job())
+    assert j.future.result().texts == ("1",)
+    assert scheduler.stats.computed == 1
+
+
+def test_queued_jobs_are_superseded_and_only_the_latest_runs(scheduler):
+    backend = GatedBackend()
+    load(scheduler, backend)
+    running = scheduler.submit(job(lane="other"))  # occupies the worker
+    assert backend.in_step.wait(10)
+    queued = [scheduler.submit(job(prefix=f"v{i} = ")) for i in range(50)]
+    backend.gate.set()
+    wait([j.future for j in queued + [running]], timeout=10)
+    for j in queued[:-1]:
+        assert isinstance(j.future.exception(), Superseded)
+    assert queued[-1].future.result().texts == ("fill_0",)
+    assert running.future.result()
+    assert backend.completed == 2 and scheduler.stats.superseded == 49
+
+
+def test_a_running_job_stops_between_steps_when_superseded(scheduler):
+    backend = GatedBackend()
+    load(scheduler, backend)
+    first = scheduler.submit(job(steps=1000))
+    assert backend.in_step.wait(10)
+    second = scheduler.submit(job(prefix="y = ", steps=2))
+    backend.gate.set()
+    assert isinstance(first.future.exception(timeout=10), Superseded)
+    assert second.future.result(timeout=10)
+    assert backend.steps_run < 1000  # stopped mid-denoise
+    assert scheduler.stats.computed == 1
+
+
+def test_cancel_running_and_queued_jobs(scheduler):
+    backend = GatedBackend()
+    load(scheduler, backend)
+    running = scheduler.submit(job(lane="a", steps=1000))
+    assert backend.in_step.wait(10)
+    queued = scheduler.submit(job(lane="b"))
+    scheduler.cancel(queued)
+    assert isinstance(queued.future.exception(timeout=10), Cancelled)
+    scheduler.cancel(running)
+    backend.gate.set()
+    assert isinstance(running.future.exception(timeout=10), Cancelled)
+    assert scheduler.stats.cancelled == 2 and scheduler.stats.computed == 0
+
+
+def test_lanes_are_independent(scheduler):
+    load(scheduler, FakeBackend())
+    a, b = scheduler.submit(job(lane="a")), scheduler.submit(job(lane="b"))
+    assert a.future.result(timeout=10) and b.future.result(timeout=10)
+
+
+def test_cache_hits_skip_the_worker(scheduler):
+    backend = FakeBackend()
+    load(scheduler, backend)
+    scheduler.submit(job(key="k")).future.result(timeout=10)
+    again = scheduler.submit(job(key="k"))
+    assert again.future.done() and again.future.result().texts == ("fill_0",)
+    assert backend.calls == 1 and scheduler.stats.cache_hits == 1
+
+
+def test_cache_is_bounded():
+    s = Scheduler(cache_size=2)
+    try:
+        load(s, FakeBackend())
+        for key in "abc":
+            s.submit(job(key=key, lane=key)).future.result(timeout=10)
+        assert len(s.cache) == 2 and s.cache.get("a") is None and s.cache.get("c") is not None
+    finally:
+        s.stop()
+
+
+def test_backend_errors_and_load_failures_reach_the_waiter(scheduler):
+    load(scheduler, FakeBackend())
+    failing = scheduler.submit(job(prefix="FAKE_ERROR "))
+    assert isinstance(failing.future.exception(timeout=10), RuntimeError)
+
+    def broken():
+        raise OSError("no such checkpoint: /nope")
+
+    with pytest.raises(OSError):
+        scheduler.load(broken).result(timeout=10)
+    unavailable = scheduler.submit(job())
+    err = unavailable.future.exception(timeout=10)
+    assert isinstance(err, BackendUnavailable) and "/nope" in str(err)
+
+
+def test_every_submitted_job_resolves_under_a_storm(scheduler):
+    load(scheduler, FakeBackend(step_delay_ms=0.5))
+    jobs = []
+    for i in range(300):
+        jobs.append(scheduler.submit(job(lane=f"doc{i % 3}", prefix=f"v{i} = ", steps=3)))
+        if i % 7 == 0:
+            scheduler.cancel(jobs[-1])
+    done, not_done = wait([j.future for j in jobs], timeout=30)
+    assert not not_done
+    outcomes = [type(j.future.exception()).__name__ if j.future.exception() else "ok" for j in jobs]
+    assert set(outcomes) <= {"ok", "Superseded", "Cancelled"}
+    last_per_lane = {j.lane: j for j in jobs}
+    for j in last_per_lane.values():
+        assert j.future.exception() is None or isinstance(j.future.exception(), Cancelled)
+
+
+def test_stop_resolves_queued_jobs():
+    s = Scheduler()
+    backend = GatedBackend()
+    load(s, backend)
+    running = s.submit(job(lane="a", steps=1000))
+    assert backend.in_step.wait(10)
+    queued = s.submit(job(lane="b"))
+    backend.gate.set()
+    s.stop()
+    assert isinstance(queued.future.exception(timeout=10), Cancelled)
+    assert isinstance(running.future.exception(timeout=10), Cancelled)
+
+
+def test_debounced_jobs_superseded_while_waiting_never_start(scheduler):
+    import time
+
+    backend = FakeBackend()
+    load(scheduler, backend)
+    jobs = []
+    for i in range(20):
+        j = job(prefix=f"v{i} = ")
+        j.not_before = time.monotonic() + 0.5  # far longer than 20 submits take
+        jobs.append(scheduler.submit(j))
+    assert jobs[-1].future.result(timeout=10).texts == ("fill_0",)
+    assert all(isinstance(j.future.exception(), Superseded) for j in jobs[:-1])
+    assert backend.calls == 1 and scheduler.stats.started == 1

@@ -1,0 +1,222 @@
+"""End to end through a real LSP client against `python -m dg_lsp.cli` with the deterministic fake backend."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pytest_lsp import LanguageClient
+
+from dg_lsp.edits import apply_edits
+from dg_lsp.postprocess import Completion
+from dg_lsp.text import Document, Position
+
+from .conftest import (as_dict, capabilities, change_doc, fake_options, initialize, inline_params, open_doc,
+                       raw_request, settled_stats, stats, wait_for_state)
+
+URI = "file:///work/calc.py"
+SOURCE = "def add(a, b):\n    \n\nprint(add(1, 2))\n"
+
+
+def apply_text_edits(text: str, edits: list[types.TextEdit]) -> str:
+    doc = Document("x", text)
+    spans = [Completion(e.new_text, doc.offset_at(Position(e.range.start.line, e.range.start.character)),
+                        doc.offset_at(Position(e.range.end.line, e.range.end.character))) for e in edits]
+    return apply_edits(text, spans)
+
+
+async def test_initialize_advertises_features_and_reports_loading(client: LanguageClient):
+    result = await initialize(client, fake_options())
+    caps = result.capabilities
+    assert caps.inline_completion_provider is not None
+    assert caps.completion_provider is not None
+    assert caps.code_action_provider is not None
+    assert set(caps.execute_command_provider.commands) == {"dg-lsp.rewriteSelection", "dg-lsp.fillHoles"}
+    assert caps.text_document_sync.change == types.TextDocumentSyncKind.Incremental
+    status = await wait_for_state(client, ("ready",))
+    assert status["model"] == "fake" and status["device"] == "cpu"
+    reports = [r for token in client.progress_reports.values() for r in token]
+    assert isinstance(reports[0], types.WorkDoneProgressBegin)
+    assert isinstance(reports[-1], types.WorkDoneProgressEnd)
+    assert any(isinstance(r, types.WorkDoneProgressReport) for r in reports)
+    info = await stats(client)
+    assert info["torchLoaded"] is False  # the fake backend never imports torch
+
+
+async def test_inline_completion_block_mode(client: LanguageClient):
+    await initialize(client, fake_options(fake={"responses": {"def add(a, b):\n    ": "return a + b\n\nprint(1)"}}))
+    open_doc(client, URI, SOURCE)
+    result = await client.text_document_inline_completion_async(inline_params(URI, 1, 4))
+    assert len(result.items) == 1
+    item = result.items[0]
+    assert item.insert_text == "return a + b"  # stopped at the dedent
+    assert item.range == types.Range(start=types.Position(1, 4), end=types.Position(1, 4))
+    for _ in range(2000):  # the status after a computed completion carries its latency
+        if any(s.get("lastLatencyMs") is not None for s in client.statuses):
+            break
+        await asyncio.sleep(0.01)
+    status = next(s for s in client.statuses if s.get("lastLatencyMs") is not None)
+    assert status["state"] == "ready" and status["lastLatencyMs"] >= 0
+
+
+async def test_inline_completion_line_mode_removes_auto_closed_bracket(client: LanguageClient):
+    text = "x = compute()\n"
+    await initialize(client, fake_options(fake={"responses": {"x = compute(": "1, 2)\ny = 3"}}))
+    open_doc(client, URI, text)
+    result = await client.text_document_inline_completion_async(inline_params(URI, 0, 12, automatic=True))
+    assert [i.insert_text for i in result.items] == ["1, 2"]
+
+
+async def test_typing_into_a_shown_completion_reuses_it(client: LanguageClient):
+    await initialize(client, fake_options(fake={"responses": {"def add(a, b):\n    ": "return a + b"}}))
+    open_doc(client, URI, SOURCE)
+    first = await client.text_document_inline_completion_async(inline_params(URI, 1, 4))
+    assert first.items[0].insert_text == "return a + b"
+    change_doc(client, URI, 2, (1, 4), (1, 4), "ret")
+    second = await client.text_document_inline_completion_async(inline_params(URI, 1, 7, automatic=True))
+    assert [i.insert_text for i in second.items] == ["urn a + b"]
+    info = await stats(client)
+    assert info["computed"] == 1  # the second answer came from the shown completion
+
+
+async def test_completion_items_replace_the_word_being_typed(client: LanguageClient):
+    await initialize(client, fake_options(fake={"responses": {"    re": "turn a + b"}}))
+    open_doc(client, URI, "def add(a, b):\n    re\n")
+    result = await client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=URI), position=types.Position(1, 6)))
+    assert result.is_incomplete
+    (item,) = result.items
+    assert item.text_edit.new_text == "return a + b"
+    assert item.text_edit.range == types.Range(start=types.Position(1, 4), end=types.Position(1, 6))
+    assert item.label == "return a + b"
+
+
+async def test_utf16_positions_with_surrogate_pairs(client: LanguageClient):
+    text = 's = "😀😀" + f()\n'
+    await initialize(client, fake_options(fake={"responses": {'s = "😀😀" + f(': "z)"}}))
+    open_doc(client, URI, text)
+    # "😀" is two UTF-16 code units: the cursor between the parentheses is at character 15
+    result = await client.text_document_inline_completion_async(inline_params(URI, 0, 15, automatic=True))
+    assert [i.insert_text for i in result.items] == ["z"]
+    assert result.items[0].range.start == types.Position(0, 15)
+
+
+async def test_rewrite_selection_command_returns_and_applies_edit(client: LanguageClient):
+    await initialize(client, fake_options())
+    open_doc(client, URI, SOURCE)
+    rng = types.Range(start=types.Position(3, 0), end=types.Position(3, 16))
+    actions = await raw_request(client, "textDocument/codeAction", types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=URI), range=rng,
+        context=types.CodeActionContext(diagnostics=[])))
+    (action,) = actions
+    assert action["title"] == "Rewrite selection (dg-lsp)"
+    assert action["command"]["command"] == "dg-lsp.rewriteSelection"
+    edit = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command=action["command"]["command"], arguments=action["command"]["arguments"]))
+    edit = as_dict(edit)
+    edits = edit["changes"][URI]
+    assert len(edits) == 1 and edits[0]["newText"] == "PRINT(ADD(1, 2))"  # the fake upper-cases rewrites
+    assert len(client.applied) == 1
+    applied = client.applied[0].edit.changes[URI]
+    assert apply_text_edits(SOURCE, applied) == SOURCE.replace("print(add(1, 2))", "PRINT(ADD(1, 2))")
+
+
+async def test_fill_holes_fills_every_marker_jointly(client: LanguageClient):
+    text = "def f(x):\n    y = <FILL>\n    return <FILL>\n"
+    await initialize(client, fake_options(fake={"responses": {"y = ": "x * 2", "return ": "y"}}))
+    open_doc(client, URI, text)
+    edit = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="dg-lsp.fillHoles", arguments=[{"uri": URI, "apply": False}]))
+    edits = [types.TextEdit(range=types.Range(start=types.Position(**e["range"]["start"]),
+                                              end=types.Position(**e["range"]["end"])), new_text=e["newText"])
+             for e in edit["changes"][URI]]
+    assert apply_text_edits(text, edits) == "def f(x):\n    y = x * 2\n    return y\n"
+    assert client.applied == []
+    info = await stats(client)
+    assert info["computed"] == 1  # both holes in one canvas
+
+
+async def test_code_action_resolve_computes_the_edit_lazily(client: LanguageClient):
+    text = "a = <FILL>\n"
+    await initialize(client, fake_options(), caps=capabilities(resolve_edit=True, document_changes=True))
+    open_doc(client, URI, text, version=7)
+    actions = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=URI),
+        range=types.Range(start=types.Position(0, 0), end=types.Position(0, 0)),
+        context=types.CodeActionContext(diagnostics=[])))
+    (action,) = actions
+    assert action.command is None and action.edit is None
+    resolved = await client.code_action_resolve_async(action)
+    (doc_edit,) = resolved.edit.document_changes
+    assert doc_edit.text_document.version == 7
+    assert doc_edit.edits[0].new_text == "fill_0"
+
+
+async def test_cancel_request_mid_denoise_gets_request_cancelled(client: LanguageClient):
+    await initialize(client, fake_options(fake={"stepDelayMs": 50}, sampler={"steps": 400}))
+    open_doc(client, URI, SOURCE)
+    fut = client.protocol.send_request("textDocument/inlineCompletion", inline_params(URI, 1, 4))
+    msg_id = next(k for k, v in client.protocol._request_futures.items() if v is fut)
+    while (await stats(client))["started"] < 1:
+        await asyncio.sleep(0.01)
+    client.protocol.notify("$/cancelRequest", types.CancelParams(id=msg_id))
+    with pytest.raises(JsonRpcException) as info:
+        await asyncio.wrap_future(fut)
+    assert info.value.code == types.LSPErrorCodes.RequestCancelled
+    after = await settled_stats(client)
+    assert after["cancelled"] == 1 and after["computed"] == 0
+    # the worker is free again
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"dg-lsp": fake_options(fake={"stepDelayMs": 0}, sampler={"steps": 2})}))
+    result = await client.text_document_inline_completion_async(inline_params(URI, 1, 4))
+    assert [i.insert_text for i in result.items] == ["fill_0"]
+
+
+async def test_latest_request_wins_and_every_request_is_answered(client: LanguageClient):
+    await initialize(client, fake_options(fake={"stepDelayMs": 20}, sampler={"steps": 50}))
+    open_doc(client, URI, SOURCE)
+    pending = []
+    for i in range(30):
+        change_doc(client, URI, 2 + i, (1, 4 + i), (1, 4 + i), "x")
+        pending.append(client.text_document_inline_completion_async(inline_params(URI, 1, 5 + i, automatic=True)))
+    results = await asyncio.gather(*pending)
+    assert all(not r.items for r in results[:-1])  # superseded: answered empty
+    assert len(results[-1].items) == 1
+    info = await settled_stats(client)
+    assert info["computed"] == 1
+    assert info["replied"] == info["received"] - 1  # every request but this stats call has its reply
+
+
+async def test_bad_options_name_the_key_and_defaults_apply(client: LanguageClient):
+    await initialize(client, fake_options(sampler={"steps": "many"}, inline={"lineCanvas": 0}, bogus=1))
+    messages = [m.message for m in client.messages]
+    assert any("sampler.steps" in m and "integer 1..1024" in m for m in messages)
+    assert any("inline.lineCanvas" in m for m in messages)
+    assert any("unknown option bogus" in m for m in messages)
+    open_doc(client, URI, SOURCE)
+    result = await client.text_document_inline_completion_async(inline_params(URI, 1, 4))
+    assert [i.insert_text for i in result.items] == ["fill_0"]
+
+
+async def test_engine_load_failure_is_reported_and_requests_answer_empty(client: LanguageClient, tmp_path):
+    await initialize(client, {"backend": "engine", "model": {"path": str(tmp_path / "missing")}})
+    status = await wait_for_state(client, ("error", "ready"))
+    assert status["state"] == "error"
+    assert any(m.type == types.MessageType.Error for m in client.messages)
+    open_doc(client, URI, SOURCE)
+    result = await client.text_document_inline_completion_async(inline_params(URI, 1, 4))
+    assert not result.items
+
+
+async def test_backend_exception_still_gets_replies(client: LanguageClient):
+    await initialize(client, fake_options())
+    open_doc(client, URI, "x = FAKE_ERROR\n")
+    result = await client.text_document_inline_completion_async(inline_params(URI, 0, 4))
+    assert not result.items
+    with pytest.raises(JsonRpcException) as info:
+        await client.workspace_execute_command_async(types.ExecuteCommandParams(
+            command="dg-lsp.rewriteSelection",
+            arguments=[URI, {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 5}}]))
+    assert "fake backend failure" in info.value.message
