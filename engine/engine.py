@@ -29,7 +29,8 @@ from engine.loader import Progress, load_weights
 from engine.model import KVCache, Transformer
 from engine.prompt import Layout, build_layout, predictor_rows
 from engine.request import InfillRequest, InfillResult, SamplerConfig
-from engine.sampler import propose, update_canvas
+from engine.graphs import StepGraphs
+from engine.sampler import propose, proposal_from_stats, update_canvas
 from engine.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -46,13 +47,16 @@ class StepState:
 
 class Engine:
     def __init__(self, model: Transformer, tokenizer: Tokenizer, cfg: ModelConfig,
-                 refresh_context_every: int | None = None):
+                 refresh_context_every: int | None = None, cuda_graphs: bool = True):
         if cfg.family.context_attention == "causal" and cfg.family.shift_logits:
             raise ConfigError(f"family {cfg.family.name}: shifted logits need the row before the canvas, which "
                               "a causal context encodes once; that combination is not supported")
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
         self.refresh_context_every = refresh_context_every
         self._context: tuple[tuple[int, ...], tuple[int, ...], KVCache] | None = None  # for prefix reuse
+        # launch-bound small steps on a GPU replay as one graph; elsewhere there is nothing to gain
+        on_cuda = self.device.type == "cuda" and self.dtype != torch.float64
+        self.graphs = StepGraphs(model, cfg.mask_id, capture=True) if cuda_graphs and on_cuda else None
 
     @property
     def device(self) -> torch.device:
@@ -108,55 +112,35 @@ class Engine:
     def _steps(self, layout: Layout, sampler: SamplerConfig, generator: torch.Generator | None,
                cancel: Callable[[], bool] | None) -> Iterator[StepState]:
         dev, cfg = self.device, self.cfg
-        tokens = torch.tensor(layout.tokens, device=dev)[None]  # [1, T]
-        positions = torch.arange(tokens.shape[1], device=dev)[None]
-        canvas_idx = layout.canvas_index.to(dev)  # [N]
-        pred_rows = predictor_rows(layout, cfg).to(dev)  # [N] row whose logits predict each canvas position
-        # Rows run in every denoising forward: the canvas, plus the rows that predict it under the shift.
-        active = torch.unique(torch.cat([canvas_idx, pred_rows]))
-        is_active = torch.zeros(tokens.shape[1], dtype=torch.bool, device=dev)
-        is_active[active] = True
-        context_rows = (~is_active).nonzero()[:, 0]
-        pred_in_active = torch.searchsorted(active, pred_rows)
 
         def check_cancel() -> None:
             if cancel is not None and cancel():
                 raise InfillCancelled("infill cancelled between denoising steps")
 
         t0 = time.perf_counter()
-        ctx = self._encode_context(tokens, positions, context_rows) if cfg.family.context_attention == "causal" else None
+        run = _CanvasForward(self, layout)
         encode_ms = (time.perf_counter() - t0) * 1e3
-
-        def canvas_logits(step: int) -> Tensor:
-            nonlocal ctx
-            refresh = self.refresh_context_every
-            if ctx is None or (refresh and step % refresh == 0):
-                hidden, ctx = self.model.hidden(tokens, positions, keep=context_rows)
-                logits = self.model.logits(hidden[0, pred_rows])
-            else:
-                hidden = self.model.denoise(tokens[:, active], positions[:, active], ctx)
-                logits = self.model.logits(hidden[0, pred_in_active])
-            logits[:, cfg.mask_id] = float("-inf")  # the noise token is never a proposal
-            return logits
-
-        canvas = tokens[0, canvas_idx].clone()
+        canvas = run.tokens[0, run.canvas_idx].clone()
         masked = canvas == cfg.mask_id
-        step = 0
         if any(layout.init):  # rewrite: re-noise the share of existing tokens the model likes least
             check_cancel()
             t0 = time.perf_counter()
-            canvas, masked = self._renoise_init(canvas, masked, canvas_logits(0), sampler.strength)
-            tokens[0, canvas_idx] = canvas
+            canvas, masked = self._renoise_init(canvas, masked, run.logits(), sampler.strength)
+            run.tokens[0, run.canvas_idx] = canvas
             encode_ms += (time.perf_counter() - t0) * 1e3
-            step = 1  # the scoring forward counts as a step: with a bidirectional cache it refreshed it
+        # the fused epilogue gives every statistic but the probability of an arbitrary token (renoise) and
+        # cannot apply a nucleus (top-p): those two take the logits path
+        fused = sampler.top_p == 1.0 and sampler.commit != "renoise"
         previous = None
         for i in range(sampler.steps):
             check_cancel()
             t0 = time.perf_counter()
-            logits = canvas_logits(step)
-            step += 1
-            proposal = propose(logits, sampler, generator)
-            current_prob = logits.softmax(-1).gather(-1, canvas[:, None])[:, 0] if sampler.commit == "renoise" else None
+            if fused:
+                proposal, current_prob = run.fused_proposal(sampler, generator), None
+            else:
+                logits = run.logits()
+                proposal = propose(logits, sampler, generator)
+                current_prob = logits.softmax(-1).gather(-1, canvas[:, None])[:, 0] if sampler.commit == "renoise" else None
             before = int(masked.sum())
             stable = (sampler.halt_when_stable and previous is not None
                       and bool((proposal.tokens[masked] == previous[masked]).all()))
@@ -165,7 +149,7 @@ class Engine:
             else:
                 canvas, masked = update_canvas(canvas, masked, proposal, current_prob, i, sampler, cfg.mask_id)
             previous = proposal.tokens
-            tokens[0, canvas_idx] = canvas
+            run.tokens[0, run.canvas_idx] = canvas
             done = not bool(masked.any())
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
@@ -206,6 +190,73 @@ class Engine:
             cache = self.model.encode(tokens[:, new], positions[:, new], past)
         self._context = (ctx_tokens, ctx_pos, cache)
         return cache
+
+
+
+class _CanvasForward:
+    """One request's forwards: which rows run, the context cache, and the step (graph) to replay.
+
+    Logits rows come out in canvas order: row j predicts canvas position j (itself, or the row before
+    it for shifted families). Bidirectional families start with a full forward that also fills the
+    context cache; causal ones encode the context up front (reusing the last request's prefix).
+    """
+
+    def __init__(self, eng: Engine, layout: Layout):
+        dev, cfg = eng.device, eng.cfg
+        self.eng, self.model = eng, eng.model
+        self.tokens = torch.tensor(layout.tokens, device=dev)[None]  # [1, T]
+        self.positions = torch.arange(self.tokens.shape[1], device=dev)[None]
+        self.canvas_idx = layout.canvas_index.to(dev)  # [N]
+        self.pred_rows = predictor_rows(layout, cfg).to(dev)  # [N]
+        # rows run in every denoising forward: the canvas, and the rows that predict it under the shift
+        self.active = torch.unique(torch.cat([self.canvas_idx, self.pred_rows]))
+        is_active = torch.zeros(self.tokens.shape[1], dtype=torch.bool, device=dev)
+        is_active[self.active] = True
+        self.context_rows = (~is_active).nonzero()[:, 0]
+        self.pred_in_active = torch.searchsorted(self.active, self.pred_rows)
+        self.forwards = 0
+        self.ctx = eng._encode_context(self.tokens, self.positions, self.context_rows) \
+            if cfg.family.context_attention == "causal" else None
+        self.graph = None
+
+    def _refresh_due(self) -> bool:
+        every = self.eng.refresh_context_every
+        return self.ctx is None or bool(every and self.forwards % every == 0)
+
+    def hidden(self) -> Tensor:
+        """Final-norm hidden states of the predictor rows, [N, D], after one forward."""
+        refresh = self._refresh_due()
+        self.forwards += 1
+        if refresh:
+            hidden, self.ctx = self.model.hidden(self.tokens, self.positions, keep=self.context_rows)
+            self.graph = None
+            return hidden[0, self.pred_rows]
+        hidden = self.model.denoise(self.tokens[:, self.active], self.positions[:, self.active], self.ctx)
+        return hidden[0, self.pred_in_active]
+
+    def logits(self) -> Tensor:
+        logits = self.model.logits(self.hidden())
+        logits[:, self.eng.cfg.mask_id] = float("-inf")  # the noise token is never a proposal
+        return logits
+
+    def fused_proposal(self, sampler: SamplerConfig, generator: torch.Generator | None):
+        mask_id = self.eng.cfg.mask_id
+        graphs = self.eng.graphs
+        shifted = self.eng.cfg.family.shift_logits
+        if graphs is not None and sampler.temperature == 0 and not shifted and not self._refresh_due():
+            if self.graph is None:
+                self.graph = graphs.prepare(len(self.active), self.ctx)
+            self.forwards += 1
+            stats = self.graph.run(self.tokens[:, self.active], self.positions[:, self.active])
+        else:
+            hidden = self.hidden()
+            seed = 0
+            if sampler.temperature > 0:  # a fresh seed per step, drawn from the caller's generator
+                device = generator.device if generator is not None else "cpu"
+                seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=device))
+            stats = self.model.ops(hidden).lm_head_epilogue(hidden, self.model.lm_head_weight,
+                                                            temperature=sampler.temperature, seed=seed, banned=mask_id)
+        return proposal_from_stats(stats, sampler, generator)
 
 
 def resolve_device(device: str | None) -> torch.device:

@@ -63,7 +63,8 @@ class Transformer(nn.Module):
         return self.tok_embeddings.weight if self.output is None else self.output.weight
 
     def ops(self, x: Tensor):
-        return ops_for(x.device) if self.use_kernels else naive
+        """The kernel set for x: Triton on CUDA; the torch reference elsewhere, for autograd and for fp64."""
+        return ops_for(x.device) if self.use_kernels and x.dtype != torch.float64 else naive
 
     def forward(self, tokens: Tensor, positions: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:
         """Logits for every row. tokens, positions: [B, T]; mask: [B, T, T] bool, True = may attend."""
@@ -93,8 +94,12 @@ class Transformer(nn.Module):
         out, _ = ops.rms_norm(delta, self.norm.weight, self.cfg.rms_norm_eps, resid)
         return out if keep is None else (out, kept)
 
-    def encode(self, tokens: Tensor, positions: Tensor, past: KVCache | None = None) -> KVCache:
-        """Append context rows to `past`. New rows see every past row and, causally, each other."""
+    def encode(self, tokens: Tensor, positions: Tensor, past: KVCache | None = None,
+               want_hidden: bool = False) -> KVCache | tuple[KVCache, Tensor]:
+        """Append rows to `past`. New rows see every past row and, causally, each other.
+
+        Returns the extended cache; with want_hidden also the new rows' final-norm hidden states (the
+        autoregressive baseline decodes this way). Without it the last layer stops after its K/V."""
         x = self.tok_embeddings(tokens)  # x: [B, T, D]
         n_past = 0 if past is None else past.length
         t = tokens.shape[1]
@@ -113,16 +118,22 @@ class Transformer(nn.Module):
                 k, v = torch.cat([past.k[i], k], dim=2), torch.cat([past.v[i], v], dim=2)
             cache.k.append(k)
             cache.v.append(v)
-            if i == len(self.layers) - 1:
+            if i == len(self.layers) - 1 and not want_hidden:
                 break  # the last layer's output feeds nothing: only its K/V is needed
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
             delta = layer.attention.merge(out)
             normed, resid = ops.rms_norm(delta, layer.ffn_norm.weight, self.cfg.rms_norm_eps, resid)
             delta = layer.feed_forward(normed)
+        if want_hidden:
+            out, _ = ops.rms_norm(delta, self.norm.weight, self.cfg.rms_norm_eps, resid)
+            return cache, out
         return cache
 
-    def denoise(self, tokens: Tensor, positions: Tensor, ctx: KVCache) -> Tensor:
-        """Final-norm hidden states [B, C, D] of the active rows, attending to ctx and to each other."""
+    def denoise(self, tokens: Tensor, positions: Tensor, ctx: KVCache, ctx_len: int | Tensor | None = None) -> Tensor:
+        """Final-norm hidden states [B, C, D] of the active rows, attending to ctx and to each other.
+
+        ctx_len: how many rows of the cache are valid (None: all). A 0-dim device tensor lets a captured
+        CUDA graph replay against a cache buffer with spare capacity."""
         x = self.tok_embeddings(tokens)  # x: [B, C, D]
         rope = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
         scale = self.cfg.head_dim ** -0.5
@@ -132,7 +143,7 @@ class Transformer(nn.Module):
             normed, resid = ops.rms_norm(resid if delta is None else delta, layer.attention_norm.weight,
                                          self.cfg.rms_norm_eps, None if delta is None else resid)
             q, k, v = layer.attention.project(normed, rope, ops)
-            out = ops.canvas_attention(q, ctx.k[i], ctx.v[i], k, v, scale)  # out: [B, H, C, Dh]
+            out = ops.canvas_attention(q, ctx.k[i], ctx.v[i], k, v, scale, ctx_len)  # out: [B, H, C, Dh]
             delta = layer.attention.merge(out)
             normed, resid = ops.rms_norm(delta, layer.ffn_norm.weight, self.cfg.rms_norm_eps, resid)
             delta = layer.feed_forward(normed)

@@ -51,6 +51,25 @@ def propose(logits: Tensor, sampler: SamplerConfig, generator: torch.Generator |
     return Proposal(tokens=tokens, prob=prob, confidence=confidence)
 
 
+def proposal_from_stats(stats, sampler: SamplerConfig, generator: torch.Generator | None = None) -> Proposal:
+    """The same proposal from the fused LM-head epilogue's statistics (kernels.naive.TokenStats).
+
+    The epilogue samples by Gumbel-max where `propose` uses multinomial: equal in distribution, and
+    identical at temperature 0. Entropy confidence is the exact negative entropy (propose adds Dream's
+    1e-10 inside the log, which moves nothing but ties).
+    """
+    prob = stats.sample_prob
+    if sampler.confidence == "max_prob":
+        confidence = prob
+    elif sampler.confidence == "margin":
+        confidence = stats.margin
+    elif sampler.confidence == "entropy":
+        confidence = -stats.entropy
+    else:
+        confidence = torch.rand(prob.shape, generator=generator, device=prob.device)
+    return Proposal(tokens=stats.sample, prob=prob, confidence=confidence)
+
+
 def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
     """Keep the smallest set of tokens whose probability reaches top_p (always at least the top one)."""
     sorted_logits, order = logits.sort(dim=-1, descending=True)

@@ -138,7 +138,8 @@ def lm_head_epilogue(
     """
     if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
         raise ValueError(f"expected hidden [R, D] and weight [V, D], got {tuple(hidden.shape)}, {tuple(weight.shape)}")
-    logits = hidden.float() @ weight.float().T  # [R, V]
+    dt = torch.promote_types(hidden.dtype, torch.float32)  # fp32, or fp64 for fp64 inputs (parity tests)
+    logits = hidden.to(dt) @ weight.to(dt).T  # [R, V]
     if softcap:
         logits = softcap * torch.tanh(logits / softcap)
     if banned >= 0:
