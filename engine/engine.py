@@ -83,7 +83,7 @@ class Engine:
         layout = build_layout(request, self.tokenizer, self.cfg)
         encode_ms = denoise_ms = 0.0
         last = None
-        for last in self._steps(layout, sampler, generator, cancel):
+        for last in self.infill_layout(layout, sampler, generator, cancel):
             encode_ms += last.encode_ms
             denoise_ms += last.step_ms
         assert last is not None and last.done
@@ -95,7 +95,7 @@ class Engine:
                cancel: Callable[[], bool] | None = None) -> Iterator[StepState]:
         """Yield the state after every denoising step; the last one has done=True."""
         layout = build_layout(request, self.tokenizer, self.cfg)  # errors surface here, before any work
-        return self._steps(layout, sampler, generator, cancel)
+        return self.infill_layout(layout, sampler, generator, cancel)
 
     def decode_holes(self, layout: Layout, canvas: Tensor) -> tuple[str, ...]:
         """Text of each hole, cut at the first pad/EOS (what follows it is filler)."""
@@ -109,8 +109,9 @@ class Engine:
         return tuple(texts)
 
     @torch.inference_mode()
-    def _steps(self, layout: Layout, sampler: SamplerConfig, generator: torch.Generator | None,
-               cancel: Callable[[], bool] | None) -> Iterator[StepState]:
+    def infill_layout(self, layout: Layout, sampler: SamplerConfig, generator: torch.Generator | None = None,
+                      cancel: Callable[[], bool] | None = None) -> Iterator[StepState]:
+        """`infill` on an already tokenized layout (benchmarks build token layouts without text)."""
         dev, cfg = self.device, self.cfg
 
         def check_cancel() -> None:
