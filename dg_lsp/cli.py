@@ -27,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     infill.add_argument("--temperature", type=float, default=0.0)
     infill.add_argument("--show-steps", action="store_true", help="print the canvas after every denoising step")
 
+    demo = sub.add_parser("demo", help="run the server on a sample file with a real LSP client, with timings")
+    demo.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
+    demo.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto")
+
     doctor = sub.add_parser("doctor", help="print device, model, kernel availability and time a test infill")
     _add_model_args(doctor)
     return parser
@@ -44,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         from dg_lsp.infill_cmd import run
 
         return run(args)
+    if args.command == "demo":
+        from dg_lsp.demo import main as demo
+
+        return demo(args)
     if args.command == "doctor":
         from dg_lsp.doctor import run
 
