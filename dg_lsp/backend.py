@@ -65,10 +65,7 @@ class EngineBackend:
         return self.engine.count_tokens(text)
 
     def context_limit(self) -> int | None:
-        limit = self.engine.describe().get("context")
-        if limit is None:  # older engines do not report it; the model config has it
-            limit = getattr(getattr(self.engine, "cfg", None), "max_position_embeddings", None)
-        return int(limit) if limit else None
+        return int(self.engine.describe()["context"])
 
     def describe(self) -> dict:
         if self._engine is None:

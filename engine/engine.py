@@ -72,6 +72,7 @@ class Engine:
         return {
             "model": self.cfg.name, "family": self.cfg.family.name, "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."), "params": self.cfg.num_params(),
+            "context": self.cfg.max_position_embeddings,
             "kernels": "torch" if ops_for(self.device) is naive else "triton",
         }
 

@@ -1,0 +1,125 @@
+"""Evaluate a model on held-out files: exact match and latency per sampler, beside a frequency baseline.
+
+    python bench/eval_model.py [--model DIR] [--single 300] [--multi 150] [--out bench/results/eval]
+
+Prints a markdown table, and writes results.json and quality_vs_steps.png under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+import engine
+from engine.request import SamplerConfig
+from training.corpus import collect
+from training.evaluate import baseline_answer, exact, frequency_baseline, make_tasks, run_tasks
+
+POLICIES = {
+    "confidence": lambda steps: SamplerConfig(steps=steps, commit="schedule", confidence="max_prob"),
+    "threshold": lambda steps: SamplerConfig(steps=steps, commit="threshold", threshold=0.9),
+    "renoise": lambda steps: SamplerConfig(steps=steps, commit="renoise", halt_when_stable=False),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
+    parser.add_argument("--single", type=int, default=300)
+    parser.add_argument("--multi", type=int, default=150)
+    parser.add_argument("--steps", default="4,8,16")
+    parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/eval"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    eng = engine.load(args.model, device="cpu")
+    info = eng.describe()
+    print(f"model {info['model']}: {info['params'] / 1e6:.2f}M params on {info['device']} ({info['dtype']})",
+          file=sys.stderr)
+    corpus = collect()
+    held = [(f.relpath, f.read_text()) for f in corpus.held_out]
+    tasks = make_tasks(held, args.single, args.multi, seed=args.seed)
+    print(f"{len(tasks)} tasks from {len(held)} held-out files "
+          f"({', '.join(corpus.held_out_spec.stdlib_modules + corpus.held_out_spec.distributions)})", file=sys.stderr)
+    line = frequency_baseline([f.read_text() for f in corpus.train])
+    baseline = {kind: sum(exact(t, baseline_answer(t, line)) for t in tasks if t.kind == kind)
+                / max(1, sum(t.kind == kind for t in tasks)) for kind in ("single", "multi")}
+
+    rows = []
+    for policy in args.policies.split(","):
+        for steps in map(int, args.steps.split(",")):
+            t0 = time.perf_counter()
+            last = [0.0]
+
+            def progress(kind, done, total):
+                if time.perf_counter() - last[0] > 10 or done == total:
+                    last[0] = time.perf_counter()
+                    print(f"  {policy} steps={steps} {kind}: {done}/{total}", file=sys.stderr)
+
+            res = run_tasks(eng, tasks, POLICIES[policy](steps), progress)
+            rows.append({"policy": policy, "steps": steps, **{f"{k}_{m}": v[m] for k, v in res.items()
+                                                              for m in ("exact", "p50_ms", "p95_ms")}})
+            print(f"{policy:10s} steps {steps:2d}: single EM {res['single']['exact']:.3f} "
+                  f"(p50 {res['single']['p50_ms']:.0f} ms), multi EM {res['multi']['exact']:.3f} "
+                  f"(p50 {res['multi']['p50_ms']:.0f} ms)  [{time.perf_counter() - t0:.0f} s]", file=sys.stderr)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {"model": info, "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+            "threads": args.threads, "tasks": {"single": args.single, "multi": args.multi, "seed": args.seed},
+            "baseline_line": line, "baseline": baseline, "rows": rows}
+    (args.out / "results.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(table(meta))
+    plot(meta, args.out / "quality_vs_steps.png")
+    return 0
+
+
+def table(meta: dict) -> str:
+    out = ["| sampler | steps | single-line EM | single p50 ms | multi-line EM | multi p50 ms |",
+           "|---|---|---|---|---|---|"]
+    for r in meta["rows"]:
+        out.append(f"| {r['policy']} | {r['steps']} | {r['single_exact']:.1%} | {r['single_p50_ms']:.0f} | "
+                   f"{r['multi_exact']:.1%} | {r['multi_p50_ms']:.0f} |")
+    b = meta["baseline"]
+    out.append(f"| frequency baseline (`{meta['baseline_line']}`) | – | {b['single']:.1%} | – | {b['multi']:.1%} | – |")
+    return "\n".join(out)
+
+
+def plot(meta: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for policy in sorted({r["policy"] for r in meta["rows"]}):
+        rows = [r for r in meta["rows"] if r["policy"] == policy]
+        steps = [r["steps"] for r in rows]
+        axes[0].plot(steps, [r["single_exact"] for r in rows], marker="o", label=f"{policy} single-line")
+        axes[0].plot(steps, [r["multi_exact"] for r in rows], marker="s", linestyle="--", label=f"{policy} multi-line")
+        axes[1].plot(steps, [r["single_p50_ms"] for r in rows], marker="o", label=f"{policy} single-line")
+        axes[1].plot(steps, [r["multi_p50_ms"] for r in rows], marker="s", linestyle="--", label=f"{policy} multi-line")
+    axes[0].axhline(meta["baseline"]["single"], color="grey", linewidth=1, label="frequency baseline (single)")
+    axes[0].set(xlabel="denoising steps", ylabel="exact match", title="Held-out exact match", xscale="log", xticks=[4, 8, 16])
+    axes[1].set(xlabel="denoising steps", ylabel="p50 latency (ms)", title=f"Latency, {meta['threads']} CPU threads",
+                xscale="log", xticks=[4, 8, 16])
+    for ax in axes:
+        ax.set_xticklabels(["4", "8", "16"])
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{meta['model']['model']} ({meta['model']['params'] / 1e6:.1f}M params), {meta['date']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

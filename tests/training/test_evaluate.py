@@ -1,0 +1,42 @@
+"""The evaluation's task maker, exact-match rule, baseline and context fitting."""
+
+from training.evaluate import Task, baseline_answer, exact, fit, frequency_baseline, make_tasks
+
+FILE = ("import os\n\n\ndef f(x):\n    if x:\n        return os.path.join(x, 'a')\n    return None\n\n\n"
+        "class A:\n    def g(self):\n        self.value = 1\n        return self.value\n")
+
+
+def test_tasks_cut_at_the_indentation_and_rejoin_to_the_file():
+    tasks = make_tasks([("m.py", FILE)], n_single=5, n_multi=3, seed=1)
+    kinds = [t.kind for t in tasks]
+    assert kinds.count("single") == 5 and 1 <= kinds.count("multi") <= 3  # the file has few multi-line spots
+    for t in tasks:
+        assert t.prefix + t.middle + t.suffix == FILE
+        assert t.middle and not t.middle[0].isspace() and not t.middle.endswith("\n")
+        assert t.prefix == "" or t.prefix.endswith("\n") or t.prefix.rsplit("\n", 1)[-1].isspace()
+        assert (t.kind == "single") == ("\n" not in t.middle)
+    assert make_tasks([("m.py", FILE)], 5, 3, seed=1) == tasks  # deterministic
+
+
+def test_exact_match_rules():
+    single = Task("m.py", "    ", "return x", "\n", "single")
+    assert exact(single, "return x\n    y = 2") and exact(single, "return x  ")
+    assert not exact(single, "return y")
+    multi = Task("m.py", "    ", "a = 1\n    b = 2", "\n", "multi")
+    assert exact(multi, "a = 1\n    b = 2\n") and not exact(multi, "a = 1")
+
+
+def test_frequency_baseline_answers_the_commonest_line():
+    line = frequency_baseline(["x = 1\nreturn x\n", "return x\ny = 2\n"])
+    assert line == "return x"
+    multi = Task("m.py", "def f():\n    ", "a\n    b\n    c", "\n", "multi")
+    assert baseline_answer(multi, line) == "return x\n    return x\n    return x"
+
+
+def test_fit_keeps_the_cursor_line_and_drops_far_lines():
+    count = lambda s: len(s.split())
+    prefix = "".join(f"line{i} a b\n" for i in range(50)) + "    "
+    suffix = "".join(f"after{i} c\n" for i in range(50))
+    p, s = fit(prefix, suffix, count, 40)
+    assert p.endswith("line49 a b\n    ") and s.startswith("after0 c\n")
+    assert count(p) + count(s) <= 40 and count(p) <= 30

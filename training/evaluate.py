@@ -1,0 +1,117 @@
+"""Held-out infill evaluation: single-line and multi-line exact match, a frequency baseline, and samplers.
+
+Tasks come from the held-out files only (training/corpus.py names them), drawn deterministically:
+- single-line: the cursor sits after a line's indentation; the middle is the rest of that line. The
+  completion counts as exact when its first line, right-stripped, equals the middle, right-stripped (the
+  server's line mode stops at the end of the line the same way).
+- multi-line: the cursor sits after the indentation of a line; the middle is that line and the next one to
+  three lines. Exact when the completion, right-stripped, equals the middle, right-stripped.
+Canvas policy (fixed, as the server uses it): 24 tokens for single-line, 64 for multi-line; the prefix
+and suffix windows are the model's context minus the canvas, 3/4 prefix, whole lines.
+Frequency baseline: always answer the most frequent stripped line of the training files (for
+multi-line, that line repeated to the task's line count).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+SINGLE_CANVAS = 24
+MULTI_CANVAS = 64
+
+
+@dataclass(frozen=True)
+class Task:
+    source: str  # held-out file, relative path
+    prefix: str
+    middle: str
+    suffix: str
+    kind: str  # "single" or "multi"
+
+
+def make_tasks(files: list[tuple[str, str]], n_single: int, n_multi: int, seed: int = 0) -> list[Task]:
+    """files: (relative path, text). Lines with at least 3 non-space characters make candidates."""
+    rng = np.random.default_rng(seed)
+    single, multi = [], []
+    for rel, text in files:
+        lines = text.splitlines(keepends=True)
+        offsets = np.concatenate([[0], np.cumsum([len(x) for x in lines])]).tolist()
+        for i, line in enumerate(lines):
+            body = line.strip()
+            if len(body) < 3 or body.startswith("#"):
+                continue
+            start = offsets[i] + len(line) - len(line.lstrip())
+            end = offsets[i] + len(line.rstrip("\r\n"))
+            single.append(Task(rel, text[:start], text[start:end], text[end:], "single"))
+            n = int(rng.integers(2, 5))
+            if i + n <= len(lines) and all(x.strip() for x in lines[i: i + n]):
+                last = i + n - 1
+                end = offsets[last] + len(lines[last].rstrip("\r\n"))
+                multi.append(Task(rel, text[:start], text[start:end], text[end:], "multi"))
+    pick = lambda pool, n: [pool[j] for j in sorted(rng.choice(len(pool), size=min(n, len(pool)), replace=False))]
+    return pick(single, n_single) + pick(multi, n_multi)
+
+
+def exact(task: Task, completion: str) -> bool:
+    if task.kind == "single":
+        return completion.split("\n", 1)[0].rstrip() == task.middle.rstrip()
+    return completion.rstrip() == task.middle.rstrip()
+
+
+def frequency_baseline(train_texts: list[str]) -> str:
+    counts = Counter(line.strip() for text in train_texts for line in text.splitlines() if line.strip())
+    return counts.most_common(1)[0][0]
+
+
+def baseline_answer(task: Task, line: str) -> str:
+    if task.kind == "single":
+        return line
+    indent = task.prefix[len(task.prefix.rstrip(" \t")):]
+    return ("\n" + indent).join([line] * len(task.middle.splitlines()))
+
+
+def fit(prefix: str, suffix: str, count_tokens, budget: int) -> tuple[str, str]:
+    """Whole lines off the far ends until prefix and suffix fit `budget` tokens, 3/4 to the prefix.
+
+    The prefix keeps its last (partial) line whole: that is the line the cursor is on."""
+    head, _, last = prefix.rpartition("\n")
+    pre = (head + "\n").splitlines(keepends=True) if head or prefix.startswith("\n") else []
+    keep_last = last
+    while pre and count_tokens("".join(pre) + keep_last) > budget * 3 // 4:
+        pre.pop(0)
+    prefix = "".join(pre) + keep_last
+    suf = suffix.splitlines(keepends=True)
+    while suf and count_tokens(prefix) + count_tokens("".join(suf)) > budget:
+        suf.pop()
+    return prefix, "".join(suf)
+
+
+def run_tasks(eng, tasks: list[Task], sampler, progress=None) -> dict:
+    """Exact match and latency (ms) of one sampler setting over the tasks, split by kind."""
+    from engine.request import InfillRequest
+
+    results: dict[str, dict] = {}
+    for kind in ("single", "multi"):
+        subset = [t for t in tasks if t.kind == kind]
+        if not subset:
+            continue
+        canvas = SINGLE_CANVAS if kind == "single" else MULTI_CANVAS
+        budget = eng.cfg.max_position_embeddings - canvas - 2
+        hits, latencies = 0, []
+        for i, task in enumerate(subset):
+            prefix, suffix = fit(task.prefix, task.suffix, eng.count_tokens, budget)
+            t0 = time.perf_counter()
+            result = eng.complete(InfillRequest.at_cursor(prefix, suffix, canvas), sampler)
+            latencies.append((time.perf_counter() - t0) * 1e3)
+            hits += exact(task, result.text)
+            if progress:
+                progress(kind, i + 1, len(subset))
+        results[kind] = {"n": len(subset), "exact": hits / len(subset),
+                         "p50_ms": statistics.median(latencies),
+                         "p95_ms": float(np.percentile(latencies, 95))}
+    return results
