@@ -73,25 +73,17 @@ class Transformer(nn.Module):
     def hidden(self, tokens: Tensor, positions: Tensor, mask: Tensor | None = None, causal: bool = False,
                keep: Tensor | None = None) -> Tensor | tuple[Tensor, KVCache]:
         """Final-norm hidden states [B, T, D]; with `keep` (row indices) also the K/V of those rows."""
-        x = self.tok_embeddings(tokens)  # x: [B, T, D]
-        rope = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
         attn_mask = None if mask is None else mask[:, None]  # [B, 1, T, T] broadcasts over heads
         kept = KVCache([], [])
-        ops = self.ops(x)
-        resid, delta = x, None
-        for layer in self.layers:
-            normed, resid = ops.rms_norm(resid if delta is None else delta, layer.attention_norm.weight,
-                                         self.cfg.rms_norm_eps, None if delta is None else resid)
-            q, k, v = layer.attention.project(normed, rope, ops)
+
+        def attend(i: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
             if keep is not None:
                 kept.k.append(k[:, :, keep])
                 kept.v.append(v[:, :, keep])
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal and mask is None,
-                                                 enable_gqa=q.shape[1] != k.shape[1])
-            delta = layer.attention.merge(out)
-            normed, resid = ops.rms_norm(delta, layer.ffn_norm.weight, self.cfg.rms_norm_eps, resid)
-            delta = layer.feed_forward(normed)
-        out, _ = ops.rms_norm(delta, self.norm.weight, self.cfg.rms_norm_eps, resid)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal and mask is None,
+                                                  enable_gqa=q.shape[1] != k.shape[1])
+
+        out = self._run(tokens, positions, attend)
         return out if keep is None else (out, kept)
 
     def encode(self, tokens: Tensor, positions: Tensor, past: KVCache | None = None,
@@ -100,54 +92,58 @@ class Transformer(nn.Module):
 
         Returns the extended cache; with want_hidden also the new rows' final-norm hidden states (the
         autoregressive baseline decodes this way). Without it the last layer stops after its K/V."""
-        x = self.tok_embeddings(tokens)  # x: [B, T, D]
-        n_past = 0 if past is None else past.length
-        t = tokens.shape[1]
+        n_past, t = (0 if past is None else past.length), tokens.shape[1]
         # [T, n_past + T]: all past rows, then lower-triangular among the new rows
-        mask = torch.ones(t, n_past + t, dtype=torch.bool, device=x.device)
-        mask[:, n_past:] = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
-        rope = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
+        mask = torch.ones(t, n_past + t, dtype=torch.bool, device=tokens.device)
+        mask[:, n_past:] = torch.ones(t, t, dtype=torch.bool, device=tokens.device).tril()
         cache = KVCache([], [])
-        ops = self.ops(x)
-        resid, delta = x, None
-        for i, layer in enumerate(self.layers):
-            normed, resid = ops.rms_norm(resid if delta is None else delta, layer.attention_norm.weight,
-                                         self.cfg.rms_norm_eps, None if delta is None else resid)
-            q, k, v = layer.attention.project(normed, rope, ops)
+
+        def attend(i: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor | None:
             if past is not None:
                 k, v = torch.cat([past.k[i], k], dim=2), torch.cat([past.v[i], v], dim=2)
             cache.k.append(k)
             cache.v.append(v)
             if i == len(self.layers) - 1 and not want_hidden:
-                break  # the last layer's output feeds nothing: only its K/V is needed
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
-            delta = layer.attention.merge(out)
-            normed, resid = ops.rms_norm(delta, layer.ffn_norm.weight, self.cfg.rms_norm_eps, resid)
-            delta = layer.feed_forward(normed)
-        if want_hidden:
-            out, _ = ops.rms_norm(delta, self.norm.weight, self.cfg.rms_norm_eps, resid)
-            return cache, out
-        return cache
+                return None  # the last layer's output feeds nothing: only its K/V is needed
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
+
+        out = self._run(tokens, positions, attend)
+        return (cache, out) if want_hidden else cache
 
     def denoise(self, tokens: Tensor, positions: Tensor, ctx: KVCache, ctx_len: int | Tensor | None = None) -> Tensor:
         """Final-norm hidden states [B, C, D] of the active rows, attending to ctx and to each other.
 
         ctx_len: how many rows of the cache are valid (None: all). A 0-dim device tensor lets a captured
         CUDA graph replay against a cache buffer with spare capacity."""
-        x = self.tok_embeddings(tokens)  # x: [B, C, D]
-        rope = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
         scale = self.cfg.head_dim ** -0.5
+        ops = self.ops(self.tok_embeddings.weight)
+
+        def attend(i: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+            return ops.canvas_attention(q, ctx.k[i], ctx.v[i], k, v, scale, ctx_len)  # [B, H, C, Dh]
+
+        return self._run(tokens, positions, attend)
+
+    def _run(self, tokens: Tensor, positions: Tensor, attend) -> Tensor | None:
+        """The blocks in order; `attend(layer, q, k, v)` is the mode's attention (None: stop there).
+
+        Pre-norm residual stream with the add fused into the next norm: rms_norm(delta, w, eps, resid)
+        returns (norm(resid + delta) * w, resid + delta)."""
+        x = self.tok_embeddings(tokens)  # x: [B, T, D]
+        rope = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
         ops = self.ops(x)
+        eps = self.cfg.rms_norm_eps
         resid, delta = x, None
         for i, layer in enumerate(self.layers):
-            normed, resid = ops.rms_norm(resid if delta is None else delta, layer.attention_norm.weight,
-                                         self.cfg.rms_norm_eps, None if delta is None else resid)
+            normed, resid = ops.rms_norm(resid if delta is None else delta, layer.attention_norm.weight, eps,
+                                         None if delta is None else resid)
             q, k, v = layer.attention.project(normed, rope, ops)
-            out = ops.canvas_attention(q, ctx.k[i], ctx.v[i], k, v, scale, ctx_len)  # out: [B, H, C, Dh]
+            out = attend(i, q, k, v)
+            if out is None:
+                return None
             delta = layer.attention.merge(out)
-            normed, resid = ops.rms_norm(delta, layer.ffn_norm.weight, self.cfg.rms_norm_eps, resid)
+            normed, resid = ops.rms_norm(delta, layer.ffn_norm.weight, eps, resid)
             delta = layer.feed_forward(normed)
-        out, _ = ops.rms_norm(delta, self.norm.weight, self.cfg.rms_norm_eps, resid)
+        out, _ = ops.rms_norm(delta, self.norm.weight, eps, resid)
         return out
 
     def logits(self, hidden: Tensor) -> Tensor:
