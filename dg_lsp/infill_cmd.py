@@ -32,18 +32,6 @@ def split_at(text: str, line: int, col: int, where: str) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-def fit_context(prefix: str, suffix: str, count_tokens, budget: int) -> tuple[str, str]:
-    """Drop whole lines from the far ends until prefix + suffix fit in `budget` tokens (prefix gets 3/4)."""
-    pre_lines = prefix.splitlines(keepends=True)
-    suf_lines = suffix.splitlines(keepends=True)
-    while pre_lines and count_tokens("".join(pre_lines)) > budget * 3 // 4:
-        pre_lines.pop(0)
-    prefix = "".join(pre_lines)
-    while suf_lines and count_tokens(prefix) + count_tokens("".join(suf_lines)) > budget:
-        suf_lines.pop()
-    return prefix, "".join(suf_lines)
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         path, line, col = parse_location(args.location)
@@ -56,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import engine
+    from dg_lsp.context import fit_request
     from dg_lsp.progress import progress_bar
 
     t0 = time.perf_counter()
@@ -70,9 +59,8 @@ def run(args: argparse.Namespace) -> int:
     steps = args.steps or 8
     try:
         sampler = engine.SamplerConfig(steps=steps, temperature=args.temperature)
-        prefix, suffix = fit_context(prefix, suffix, eng.count_tokens,
-                                     eng.cfg.max_position_embeddings - canvas - 2)
-        request = engine.InfillRequest.at_cursor(prefix, suffix, canvas)
+        request = fit_request(engine.InfillRequest.at_cursor(prefix, suffix, canvas), eng.count_tokens,
+                              budget=1024, context_limit=eng.cfg.max_position_embeddings)
         generator = torch.Generator(device=eng.device).manual_seed(args.seed)
         if args.show_steps:
             for state in eng.infill(request, sampler, generator):

@@ -15,6 +15,7 @@ Context handling depends on how the family was trained (config.Family.context_at
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from engine.model import KVCache, Transformer
 from engine.prompt import Layout, build_layout, predictor_rows
 from engine.request import InfillRequest, InfillResult, SamplerConfig
 from engine.graphs import StepGraphs
-from engine.sampler import propose, proposal_from_stats, update_canvas
+from engine.sampler import held_back_ends, propose, proposal_from_stats, update_canvas
 from engine.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -133,6 +134,9 @@ class Engine:
         # the fused epilogue gives every statistic but the probability of an arbitrary token (renoise) and
         # cannot apply a nucleus (top-p): those two take the logits path
         fused = sampler.top_p == 1.0 and sampler.commit != "renoise"
+        end_ids = torch.tensor(sorted(cfg.end_ids), dtype=torch.long, device=dev)
+        hole_start = torch.zeros(len(canvas), dtype=torch.bool, device=dev)
+        hole_start[torch.tensor([0] + list(itertools.accumulate(e - s for s, e in layout.holes))[:-1], device=dev)] = True
         previous = None
         for i in range(sampler.steps):
             check_cancel()
@@ -149,7 +153,8 @@ class Engine:
             if stable:  # nothing moved since the last step: commit what the model keeps proposing
                 canvas, masked = torch.where(masked, proposal.tokens, canvas), torch.zeros_like(masked)
             else:
-                canvas, masked = update_canvas(canvas, masked, proposal, current_prob, i, sampler, cfg.mask_id)
+                held = held_back_ends(proposal.tokens, masked, hole_start, end_ids) if sampler.ends_in_order else None
+                canvas, masked = update_canvas(canvas, masked, proposal, current_prob, i, sampler, cfg.mask_id, held)
             previous = proposal.tokens
             run.tokens[0, run.canvas_idx] = canvas
             done = not bool(masked.any())

@@ -78,6 +78,9 @@ class SamplerConfig:
     strength: float = 0.5  # rewrite: share of the existing tokens re-noised before denoising
     # commit every remaining position once a step changes no proposal (the canvas has stopped moving)
     halt_when_stable: bool = True
+    # pad/EOS commit only after the position to their left (see engine.sampler.held_back_ends); off = the
+    # plain confidence order of the Dream and LLaDA reference loops
+    ends_in_order: bool = True
 
     def __post_init__(self) -> None:
         checks = [

@@ -98,8 +98,27 @@ def commit_count(masked: int, step: int, steps: int, schedule: str, eps: float =
     return -(-masked // left)
 
 
-def update_canvas(canvas: Tensor, masked: Tensor, proposal: Proposal, current_prob: Tensor, step: int,
-                  sampler: SamplerConfig, mask_id: int) -> tuple[Tensor, Tensor]:
+def held_back_ends(proposed: Tensor, masked: Tensor, hole_start: Tensor, end_ids: Tensor) -> Tensor:
+    """Masked positions proposing pad/EOS while the position before them (same hole) is still masked.
+
+    A canvas holds the middle then pad. Ranked by confidence alone, the far pads are the surest tokens on
+    the canvas, so they commit first, and each committed pad makes the next one to its left surer still:
+    the pad run creeps left and squeezes the middle to a token or two. Holding an end token back until its
+    left neighbour is decided lets the content fix the length instead.
+    """
+    left_open = masked.roll(1) & ~hole_start
+    return masked & torch.isin(proposed, end_ids) & left_open
+
+
+def _ranked(score: Tensor, eligible: Tensor, held: Tensor) -> Tensor:
+    """Indices: eligible positions by score, best first, then held-back ones left to right."""
+    free = eligible.nonzero()[:, 0]
+    free = free[score[free].argsort(descending=True, stable=True)]
+    return torch.cat([free, held.nonzero()[:, 0]])
+
+
+def update_canvas(canvas: Tensor, masked: Tensor, proposal: Proposal, current_prob: Tensor | None, step: int,
+                  sampler: SamplerConfig, mask_id: int, held: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One step's decision. Returns the new (canvas [N], masked [N]); the inputs are not modified.
 
     - "schedule": commit the `commit_count` most confident masked positions.
@@ -109,24 +128,25 @@ def update_canvas(canvas: Tensor, masked: Tensor, proposal: Proposal, current_pr
       hold it are re-chosen every step by probability: a committed token the model now finds less likely
       than a fresh proposal elsewhere is re-masked. Scores are probabilities: `current_prob` for committed
       positions (their token's probability under this step's logits), the proposal's for masked ones.
+    `held` (bool [N], see held_back_ends) positions come last, left to right, whatever their confidence.
     """
     n_masked = int(masked.sum())
     if n_masked == 0:
         return canvas, masked
+    held = torch.zeros_like(masked) if held is None else held & masked
     count = commit_count(n_masked, step, sampler.steps, sampler.schedule)
     if sampler.commit == "renoise" and count < n_masked:
         score = torch.where(masked, proposal.prob, current_prob)
         keep = torch.zeros_like(masked)
-        keep[score.topk(int((~masked).sum()) + count).indices] = True
+        keep[_ranked(score, ~held, held)[: int((~masked).sum()) + count]] = True
         commit = keep & masked
         canvas = torch.where(commit, proposal.tokens, canvas).masked_fill(~keep, mask_id)
         return canvas, ~keep
     if sampler.commit == "threshold" and count < n_masked:
-        commit = masked & (proposal.prob >= sampler.threshold)
+        commit = masked & ~held & (proposal.prob >= sampler.threshold)
         count = 0 if bool(commit.any()) else 1
     else:
         commit = torch.zeros_like(masked)
     if count > 0:
-        confidence = proposal.confidence.masked_fill(~masked, float("-inf"))
-        commit[confidence.topk(count).indices] = True
+        commit[_ranked(proposal.confidence, masked & ~held, held)[:count]] = True
     return torch.where(commit, proposal.tokens, canvas), masked & ~commit

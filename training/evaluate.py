@@ -6,8 +6,9 @@ Tasks come from the held-out files only (training/corpus.py names them), drawn d
   server's line mode stops at the end of the line the same way).
 - multi-line: the cursor sits after the indentation of a line; the middle is that line and the next one to
   three lines. Exact when the completion, right-stripped, equals the middle, right-stripped.
-Canvas policy (fixed, as the server uses it): 24 tokens for single-line, 64 for multi-line; the prefix
-and suffix windows are the model's context minus the canvas, 3/4 prefix, whole lines.
+Canvas policy (fixed): 24 tokens for single-line, 64 for multi-line. The prefix and suffix windows are
+cut exactly as the server cuts them (dg_lsp.context.fit_request: whole lines, 3/4 of the budget before
+the cursor, within the model's positions minus the canvas).
 Frequency baseline: always answer the most frequent stripped line of the training files (for
 multi-line, that line repeated to the task's line count).
 """
@@ -23,6 +24,7 @@ import numpy as np
 
 SINGLE_CANVAS = 24
 MULTI_CANVAS = 64
+CONTEXT_BUDGET = 1024  # the server's default; fit_request lowers it to what the model's positions allow
 
 
 @dataclass(frozen=True)
@@ -75,24 +77,9 @@ def baseline_answer(task: Task, line: str) -> str:
     return ("\n" + indent).join([line] * len(task.middle.splitlines()))
 
 
-def fit(prefix: str, suffix: str, count_tokens, budget: int) -> tuple[str, str]:
-    """Whole lines off the far ends until prefix and suffix fit `budget` tokens, 3/4 to the prefix.
-
-    The prefix keeps its last (partial) line whole: that is the line the cursor is on."""
-    head, _, last = prefix.rpartition("\n")
-    pre = (head + "\n").splitlines(keepends=True) if head or prefix.startswith("\n") else []
-    keep_last = last
-    while pre and count_tokens("".join(pre) + keep_last) > budget * 3 // 4:
-        pre.pop(0)
-    prefix = "".join(pre) + keep_last
-    suf = suffix.splitlines(keepends=True)
-    while suf and count_tokens(prefix) + count_tokens("".join(suf)) > budget:
-        suf.pop()
-    return prefix, "".join(suf)
-
-
 def run_tasks(eng, tasks: list[Task], sampler, progress=None) -> dict:
     """Exact match and latency (ms) of one sampler setting over the tasks, split by kind."""
+    from dg_lsp.context import fit_request  # the server's own windowing, so the numbers are the server's
     from engine.request import InfillRequest
 
     results: dict[str, dict] = {}
@@ -101,12 +88,12 @@ def run_tasks(eng, tasks: list[Task], sampler, progress=None) -> dict:
         if not subset:
             continue
         canvas = SINGLE_CANVAS if kind == "single" else MULTI_CANVAS
-        budget = eng.cfg.max_position_embeddings - canvas - 2
         hits, latencies = 0, []
         for i, task in enumerate(subset):
-            prefix, suffix = fit(task.prefix, task.suffix, eng.count_tokens, budget)
+            request = fit_request(InfillRequest.at_cursor(task.prefix, task.suffix, canvas), eng.count_tokens,
+                                  CONTEXT_BUDGET, context_limit=eng.cfg.max_position_embeddings)
             t0 = time.perf_counter()
-            result = eng.complete(InfillRequest.at_cursor(prefix, suffix, canvas), sampler)
+            result = eng.complete(request, sampler)
             latencies.append((time.perf_counter() - t0) * 1e3)
             hits += exact(task, result.text)
             if progress:

@@ -1,4 +1,6 @@
-"""The engine (cached context, canvas rows only) commits what the slow reference loops commit."""
+"""The engine (cached context, canvas rows only) commits what the slow reference loops commit.
+
+The reference loops rank by confidence alone, so the engine runs with ends_in_order=False here."""
 
 import pytest
 import torch
@@ -28,7 +30,7 @@ def engine_tokens(eng, request, sampler):
 def test_engine_matches_llada_loop(tiny_dirs, family, request_index, steps):
     # bidirectional families are exact only when the context is refreshed every step
     eng = load(tiny_dirs[family], device="cpu", dtype="float64", refresh_context_every=1)
-    sampler = SamplerConfig(steps=steps, schedule="even", confidence="max_prob", halt_when_stable=False)
+    sampler = SamplerConfig(steps=steps, schedule="even", confidence="max_prob", halt_when_stable=False, ends_in_order=False)
     layout, got = engine_tokens(eng, REQUESTS[request_index], sampler)
     expected = reference_infill(eng.model, eng.cfg, layout, steps, loop="llada")
     assert got.tolist() == expected.tolist()
@@ -39,7 +41,7 @@ def test_engine_matches_llada_loop(tiny_dirs, family, request_index, steps):
 @pytest.mark.parametrize("confidence", ["max_prob", "margin", "entropy"])
 def test_engine_matches_dream_loop(tiny_dirs, family, confidence):
     eng = load(tiny_dirs[family], device="cpu", dtype="float64", refresh_context_every=1)
-    sampler = SamplerConfig(steps=5, schedule="dream", confidence=confidence, halt_when_stable=False)
+    sampler = SamplerConfig(steps=5, schedule="dream", confidence=confidence, halt_when_stable=False, ends_in_order=False)
     layout, got = engine_tokens(eng, REQUESTS[0], sampler)
     expected = reference_infill(eng.model, eng.cfg, layout, 5, loop="dream", confidence=confidence)
     assert got.tolist() == expected.tolist()
@@ -49,14 +51,14 @@ def test_causal_context_family_is_exact_without_refresh(tiny_dirs):
     """Ours encodes the context once and never refreshes it, and still equals the full recompute."""
     eng = load(tiny_dirs["dg"], device="cpu", dtype="float64")
     assert eng.refresh_context_every is None
-    sampler = SamplerConfig(steps=9, halt_when_stable=False)
+    sampler = SamplerConfig(steps=9, halt_when_stable=False, ends_in_order=False)
     layout, got = engine_tokens(eng, REQUESTS[0], sampler)
     assert got.tolist() == reference_infill(eng.model, eng.cfg, layout, 9).tolist()
 
 
 def test_bidirectional_cache_is_an_approximation_that_refresh_removes(tiny_dirs):
     """Dream's cached context goes stale as the canvas fills; the engine says so and refresh fixes it."""
-    request, sampler = REQUESTS[0], SamplerConfig(steps=9, halt_when_stable=False)
+    request, sampler = REQUESTS[0], SamplerConfig(steps=9, halt_when_stable=False, ends_in_order=False)
     exact = load(tiny_dirs["dream"], device="cpu", dtype="float64", refresh_context_every=1)
     cached = load(tiny_dirs["dream"], device="cpu", dtype="float64")
     layout, exact_tokens = engine_tokens(exact, request, sampler)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from engine.request import SamplerConfig
-from engine.sampler import Proposal, commit_count, propose, top_p_filter, update_canvas
+from engine.sampler import Proposal, commit_count, held_back_ends, propose, top_p_filter, update_canvas
 
 
 def llada_num_transfer_tokens(n: int, steps: int) -> list[int]:
@@ -106,3 +106,26 @@ def test_temperature_sampling_uses_only_the_generator():
     torch.manual_seed(123)  # the global RNG must not matter
     b = propose(logits, SamplerConfig(temperature=1.0), torch.Generator().manual_seed(3))
     assert torch.equal(a.tokens, b.tokens) and len(set(a.tokens.tolist())) > 20
+
+
+def test_end_tokens_wait_for_their_left_neighbour():
+    # canvas of two holes: [0..3] and [4..5]; pad = 0. Pads at 2 and 3 are surest but 1 is still open.
+    masked = torch.tensor([True, True, True, True, True, True])
+    hole_start = torch.tensor([True, False, False, False, True, False])
+    proposed = torch.tensor([5, 6, 0, 0, 0, 7])
+    held = held_back_ends(proposed, masked, hole_start, torch.tensor([0]))
+    # position 4 proposes pad but starts its hole: an empty middle is decided on its own confidence
+    assert held.tolist() == [False, False, True, True, False, False]
+
+
+def test_held_back_ends_commit_last_and_left_to_right():
+    canvas, masked = torch.full((4,), 9), torch.ones(4, dtype=torch.bool)
+    p = proposal([1, 2, 0, 0], [0.3, 0.2, 0.99, 0.98])
+    held = torch.tensor([False, False, True, True])
+    new, _ = update_canvas(canvas, masked, p, None, 0, SamplerConfig(steps=2), 9, held)
+    assert new.tolist() == [1, 2, 9, 9]  # two commits go to the content, not the surer pads
+    new, _ = update_canvas(canvas, masked, p, None, 0, SamplerConfig(steps=4, commit="threshold", threshold=0.9), 9, held)
+    assert new.tolist() == [1, 9, 9, 9]  # the pads pass the threshold but wait; at least one commit happens
+    p = proposal([1, 2, 0, 0], [0.3, 0.2, 0.99, 0.98])
+    new, _ = update_canvas(canvas, masked, p, torch.zeros(4), 0, SamplerConfig(steps=4, commit="renoise"), 9, held)
+    assert new.tolist() == [1, 9, 9, 9]

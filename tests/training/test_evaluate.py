@@ -1,6 +1,6 @@
 """The evaluation's task maker, exact-match rule, baseline and context fitting."""
 
-from training.evaluate import Task, baseline_answer, exact, fit, frequency_baseline, make_tasks
+from training.evaluate import Task, baseline_answer, exact, frequency_baseline, make_tasks
 
 FILE = ("import os\n\n\ndef f(x):\n    if x:\n        return os.path.join(x, 'a')\n    return None\n\n\n"
         "class A:\n    def g(self):\n        self.value = 1\n        return self.value\n")
@@ -31,12 +31,3 @@ def test_frequency_baseline_answers_the_commonest_line():
     assert line == "return x"
     multi = Task("m.py", "def f():\n    ", "a\n    b\n    c", "\n", "multi")
     assert baseline_answer(multi, line) == "return x\n    return x\n    return x"
-
-
-def test_fit_keeps_the_cursor_line_and_drops_far_lines():
-    count = lambda s: len(s.split())
-    prefix = "".join(f"line{i} a b\n" for i in range(50)) + "    "
-    suffix = "".join(f"after{i} c\n" for i in range(50))
-    p, s = fit(prefix, suffix, count, 40)
-    assert p.endswith("line49 a b\n    ") and s.startswith("after0 c\n")
-    assert count(p) + count(s) <= 40 and count(p) <= 30
