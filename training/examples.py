@@ -21,7 +21,7 @@ import numpy as np
 from engine.tokenizer import Tokenizer
 
 CANVAS_BUCKETS = (4, 8, 16, 24, 32, 48, 64)
-HOLE_COUNTS = ((1, 0.3), (2, 0.2), (3, 0.2), (4, 0.15), (6, 0.15))  # holes per window, probability
+HOLE_COUNTS = ((1, 0.2), (2, 0.2), (3, 0.2), (4, 0.2), (6, 0.2))  # holes per window, probability
 SHAPES = (("line", 0.5), ("block", 0.3), ("span", 0.2))
 
 

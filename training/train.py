@@ -65,6 +65,7 @@ class TrainConfig:
     ar_weight: float = 0.25
     ar_share: float = 0.25
     seed: int = 0
+    init: str = ""  # warm start: a checkpoint directory whose weights replace the random init
     log_every: int = 10
     save_every: int = 100
 
@@ -164,6 +165,8 @@ class Trainer:
         self.model.use_kernels = False  # autograd needs the torch reference ops
         with torch.no_grad():
             self.model.tok_embeddings.weight.normal_(0.0, 0.02)
+        if cfg.init:  # a new schedule and recipe on top of an earlier run's weights (its optimizer is not used)
+            load_weights(self.model, Path(cfg.init), torch.device("cpu"), torch.float32)
         self.opt = make_optimizer(self.model, cfg)
         self.sampler = TextSampler(texts, tok, cfg.example)
         self.rng = np.random.default_rng(cfg.seed)
@@ -271,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kv-heads", type=int, default=ModelShape.kv_heads)
     parser.add_argument("--intermediate", type=int, default=ModelShape.intermediate)
     parser.add_argument("--ar-weight", type=float, default=TrainConfig.ar_weight)
+    parser.add_argument("--ar-share", type=float, default=TrainConfig.ar_share)
+    parser.add_argument("--warmup", type=int, default=TrainConfig.warmup)
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from this checkpoint directory's weights (config.json + safetensors)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--max-files", type=int, default=None, help="use only the first N train files (smoke runs)")
@@ -287,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     tok = Tokenizer(hf)
     shape = ModelShape(args.hidden, args.layers, args.heads, args.kv_heads, args.intermediate, hf.get_vocab_size())
     cfg = TrainConfig(shape=shape, example=replace(ExampleSpec(), seq_len=args.seq_len), batch=args.batch,
-                      steps=args.steps, lr=args.lr, ar_weight=args.ar_weight, seed=args.seed)
+                      steps=args.steps, lr=args.lr, ar_weight=args.ar_weight, ar_share=args.ar_share,
+                      warmup=args.warmup, seed=args.seed, init=str(args.init or ""))
     print("collecting the corpus ...", file=sys.stderr)
     corpus = collect()
     files = corpus.train[: args.max_files] if args.max_files else corpus.train
