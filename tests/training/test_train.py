@@ -82,3 +82,17 @@ def test_exported_model_loads_in_the_engine(tmp_path, tok):
     eng = engine.load(tmp_path / "model", device="cpu")
     assert isinstance(eng, Engine) and eng.cfg.family.name == "dg"
     assert len(eng.complete(engine.InfillRequest.at_cursor("def main(", "):\n", 4)).texts) == 1
+
+
+def test_warm_start_begins_from_the_given_weights(tmp_path, tok):
+    (tmp_path / "a").mkdir()
+    earlier = Trainer(toy(3), TEXTS, tok, tmp_path / "a", log=lambda line: None)
+    earlier.train()
+    earlier.save()
+    warm = Trainer(toy(3, seed=5, init=str(tmp_path / "a" / "checkpoint")), TEXTS, tok, tmp_path / "b",
+                   log=lambda line: None)
+    cold = Trainer(toy(3, seed=5), TEXTS, tok, tmp_path / "c", log=lambda line: None)
+    for (name, a), (_, w), (_, c) in zip(earlier.model.state_dict().items(), warm.model.state_dict().items(),
+                                         cold.model.state_dict().items()):
+        assert torch.equal(a, w), name
+    assert not all(torch.equal(a, c) for a, c in zip(earlier.model.parameters(), cold.model.parameters()))
