@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import time
 from datetime import date
@@ -20,7 +21,7 @@ import torch
 import engine
 from engine.request import SamplerConfig
 from training.corpus import collect
-from training.evaluate import baseline_answer, exact, frequency_baseline, make_tasks, run_tasks
+from training.evaluate import baseline_answer, exact, frequency_baseline, make_tasks, run_tasks, similarity
 
 POLICIES = {
     "confidence": lambda steps: SamplerConfig(steps=steps, commit="schedule", confidence="max_prob"),
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     baseline = {kind: sum(exact(t, baseline_answer(t, line)) for t in tasks if t.kind == kind)
                 / max(1, sum(t.kind == kind for t in tasks)) for kind in ("single", "multi")}
 
+    baseline_similarity = {kind: statistics.fmean([similarity(t, baseline_answer(t, line)) for t in tasks if t.kind == kind] or [0.0])
+                           for kind in ("single", "multi")}
+
     rows = []
     for policy in args.policies.split(","):
         for steps in map(int, args.steps.split(",")):
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
             res = run_tasks(eng, tasks, POLICIES[policy](steps), progress)
             rows.append({"policy": policy, "steps": steps, **{f"{k}_{m}": v[m] for k, v in res.items()
-                                                              for m in ("exact", "p50_ms", "p95_ms")}})
+                                                              for m in ("exact", "similarity", "p50_ms", "p95_ms")}})
             print(f"{policy:10s} steps {steps:2d}: single EM {res['single']['exact']:.3f} "
                   f"(p50 {res['single']['p50_ms']:.0f} ms), multi EM {res['multi']['exact']:.3f} "
                   f"(p50 {res['multi']['p50_ms']:.0f} ms)  [{time.perf_counter() - t0:.0f} s]", file=sys.stderr)
@@ -76,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"model": info, "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
             "threads": args.threads, "tasks": {"single": args.single, "multi": args.multi, "seed": args.seed},
-            "baseline_line": line, "baseline": baseline, "rows": rows}
+            "baseline_line": line, "baseline": baseline,
+            "baseline_similarity": baseline_similarity, "rows": rows}
     (args.out / "results.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(table(meta))
     plot(meta, args.out / "quality_vs_steps.png")
@@ -84,13 +89,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(meta: dict) -> str:
-    out = ["| sampler | steps | single-line EM | single p50 ms | multi-line EM | multi p50 ms |",
-           "|---|---|---|---|---|---|"]
+    out = ["| sampler | steps | single-line EM | single similarity | single p50 ms | multi-line EM | multi similarity | multi p50 ms |",
+           "|---|---|---|---|---|---|---|---|"]
     for r in meta["rows"]:
-        out.append(f"| {r['policy']} | {r['steps']} | {r['single_exact']:.1%} | {r['single_p50_ms']:.0f} | "
-                   f"{r['multi_exact']:.1%} | {r['multi_p50_ms']:.0f} |")
-    b = meta["baseline"]
-    out.append(f"| frequency baseline (`{meta['baseline_line']}`) | – | {b['single']:.1%} | – | {b['multi']:.1%} | – |")
+        out.append(f"| {r['policy']} | {r['steps']} | {r['single_exact']:.1%} | {r['single_similarity']:.2f} | "
+                   f"{r['single_p50_ms']:.0f} | {r['multi_exact']:.1%} | {r['multi_similarity']:.2f} | {r['multi_p50_ms']:.0f} |")
+    b, s = meta["baseline"], meta["baseline_similarity"]
+    out.append(f"| frequency baseline (`{meta['baseline_line']}`) | – | {b['single']:.1%} | {s['single']:.2f} | – | "
+               f"{b['multi']:.1%} | {s['multi']:.2f} | – |")
     return "\n".join(out)
 
 
@@ -100,17 +106,22 @@ def plot(meta: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for policy in sorted({r["policy"] for r in meta["rows"]}):
         rows = [r for r in meta["rows"] if r["policy"] == policy]
         steps = [r["steps"] for r in rows]
         axes[0].plot(steps, [r["single_exact"] for r in rows], marker="o", label=f"{policy} single-line")
         axes[0].plot(steps, [r["multi_exact"] for r in rows], marker="s", linestyle="--", label=f"{policy} multi-line")
-        axes[1].plot(steps, [r["single_p50_ms"] for r in rows], marker="o", label=f"{policy} single-line")
-        axes[1].plot(steps, [r["multi_p50_ms"] for r in rows], marker="s", linestyle="--", label=f"{policy} multi-line")
+        axes[1].plot(steps, [r["single_similarity"] for r in rows], marker="o", label=f"{policy} single-line")
+        axes[1].plot(steps, [r["multi_similarity"] for r in rows], marker="s", linestyle="--", label=f"{policy} multi-line")
+        axes[2].plot(steps, [r["single_p50_ms"] for r in rows], marker="o", label=f"{policy} single-line")
+        axes[2].plot(steps, [r["multi_p50_ms"] for r in rows], marker="s", linestyle="--", label=f"{policy} multi-line")
     axes[0].axhline(meta["baseline"]["single"], color="grey", linewidth=1, label="frequency baseline (single)")
     axes[0].set(xlabel="denoising steps", ylabel="exact match", title="Held-out exact match", xscale="log", xticks=[4, 8, 16])
-    axes[1].set(xlabel="denoising steps", ylabel="p50 latency (ms)", title=f"Latency, {meta['threads']} CPU threads",
+    axes[1].axhline(meta["baseline_similarity"]["single"], color="grey", linewidth=1, label="frequency baseline (single)")
+    axes[1].set(xlabel="denoising steps", ylabel="edit similarity", title="Held-out edit similarity", xscale="log",
+                xticks=[4, 8, 16])
+    axes[2].set(xlabel="denoising steps", ylabel="p50 latency (ms)", title=f"Latency, {meta['threads']} CPU threads",
                 xscale="log", xticks=[4, 8, 16])
     for ax in axes:
         ax.set_xticklabels(["4", "8", "16"])

@@ -9,12 +9,14 @@ Tasks come from the held-out files only (training/corpus.py names them), drawn d
 Canvas policy (fixed): 24 tokens for single-line, 64 for multi-line. The prefix and suffix windows are
 cut exactly as the server cuts them (dg_lsp.context.fit_request: whole lines, 3/4 of the budget before
 the cursor, within the model's positions minus the canvas).
+Edit similarity (difflib ratio of the same two strings, averaged) gives partial credit beside it.
 Frequency baseline: always answer the most frequent stripped line of the training files (for
 multi-line, that line repeated to the task's line count).
 """
 
 from __future__ import annotations
 
+import difflib
 import statistics
 import time
 from collections import Counter
@@ -65,6 +67,12 @@ def exact(task: Task, completion: str) -> bool:
     return completion.rstrip() == task.middle.rstrip()
 
 
+def similarity(task: Task, completion: str) -> float:
+    """Character-level similarity (difflib ratio, 0..1) of what `exact` compares: partial credit."""
+    got = completion.split("\n", 1)[0] if task.kind == "single" else completion
+    return difflib.SequenceMatcher(None, got.rstrip(), task.middle.rstrip(), autojunk=False).ratio()
+
+
 def frequency_baseline(train_texts: list[str]) -> str:
     counts = Counter(line.strip() for text in train_texts for line in text.splitlines() if line.strip())
     return counts.most_common(1)[0][0]
@@ -88,7 +96,7 @@ def run_tasks(eng, tasks: list[Task], sampler, progress=None) -> dict:
         if not subset:
             continue
         canvas = SINGLE_CANVAS if kind == "single" else MULTI_CANVAS
-        hits, latencies = 0, []
+        hits, sims, latencies = 0, [], []
         for i, task in enumerate(subset):
             request = fit_request(InfillRequest.at_cursor(task.prefix, task.suffix, canvas), eng.count_tokens,
                                   CONTEXT_BUDGET, context_limit=eng.cfg.max_position_embeddings)
@@ -96,9 +104,10 @@ def run_tasks(eng, tasks: list[Task], sampler, progress=None) -> dict:
             result = eng.complete(request, sampler)
             latencies.append((time.perf_counter() - t0) * 1e3)
             hits += exact(task, result.text)
+            sims.append(similarity(task, result.text))
             if progress:
                 progress(kind, i + 1, len(subset))
-        results[kind] = {"n": len(subset), "exact": hits / len(subset),
+        results[kind] = {"n": len(subset), "exact": hits / len(subset), "similarity": statistics.fmean(sims),
                          "p50_ms": statistics.median(latencies),
                          "p95_ms": float(np.percentile(latencies, 95))}
     return results

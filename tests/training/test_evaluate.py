@@ -1,6 +1,6 @@
 """The evaluation's task maker, exact-match rule, baseline and context fitting."""
 
-from training.evaluate import Task, baseline_answer, exact, frequency_baseline, make_tasks
+from training.evaluate import Task, baseline_answer, exact, frequency_baseline, make_tasks, similarity
 
 FILE = ("import os\n\n\ndef f(x):\n    if x:\n        return os.path.join(x, 'a')\n    return None\n\n\n"
         "class A:\n    def g(self):\n        self.value = 1\n        return self.value\n")
@@ -24,6 +24,13 @@ def test_exact_match_rules():
     assert not exact(single, "return y")
     multi = Task("m.py", "    ", "a = 1\n    b = 2", "\n", "multi")
     assert exact(multi, "a = 1\n    b = 2\n") and not exact(multi, "a = 1")
+
+
+def test_similarity_gives_partial_credit_on_what_exact_compares():
+    single = Task("m.py", "    ", "return x", "\n", "single")
+    assert similarity(single, "return x\n    y = 2") == 1.0  # only the first line counts, as in exact
+    assert 0.5 < similarity(single, "return y") < 1.0
+    assert similarity(single, "") == 0.0
 
 
 def test_frequency_baseline_answers_the_commonest_line():
