@@ -1,0 +1,66 @@
+"""Training curves from one or more runs' log.jsonl, stages placed end to end (a warm start continues the
+token count of the run it started from).
+
+    python bench/plot_training.py runs/dg-coder-tiny runs/dg-coder-tiny-2 --out models/dg-coder-tiny/training.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def read_log(run: Path) -> list[dict]:
+    path = run / "log.jsonl"
+    if not path.is_file():
+        raise SystemExit(f"{path}: no training log there (expected the --out directory of training.train)")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def smooth(values: list[float], width: int) -> list[float]:
+    """Trailing mean over `width` points: per-step losses swing with each batch's noise level."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - width] if i >= width else 0.0)
+        out.append(total / min(i + 1, width))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories, in training order")
+    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
+    parser.add_argument("--smooth", type=int, default=10, help="points in the trailing mean")
+    args = parser.parse_args(argv)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    offset = 0
+    for i, run in enumerate(args.runs):
+        rows = read_log(run)
+        tokens = [(offset + r["tokens"]) / 1e6 for r in rows]
+        for key, style in (("diffusion", "-"), ("ar", "--")):
+            values = [r.get(key, float("nan")) for r in rows]
+            ax.plot(tokens, smooth(values, args.smooth), style, color=f"C{i}", label=f"{run.name}: {key}")
+        if i:
+            ax.axvline(offset / 1e6, color="grey", linewidth=1)
+        offset += rows[-1]["tokens"]
+    ax.set(xlabel="tokens seen (millions)", ylabel="cross-entropy (nats)",
+           title="Training loss (diffusion: noised canvas positions; ar: next token on context rows)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
