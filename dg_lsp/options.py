@@ -51,6 +51,7 @@ class SamplerOptions:
     top_p: float = opt(1.0, "a number in (0, 1]", lambda v: 0.0 < v <= 1.0)
     seed: int = opt(0, "an integer >= 0", lambda v: v >= 0)
     halt_when_stable: bool = opt(True, "true or false")
+    ends_in_order: bool = opt(True, "true or false")  # pad/EOS commit only after the token to their left
 
 
 @dataclass

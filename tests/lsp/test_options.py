@@ -72,7 +72,8 @@ def test_settings_section_unwraps_the_client_section():
 def test_sampler_config_and_backend_key():
     options, _ = parse_options({"sampler": {"steps": 4}, "rewrite": {"strength": 0.25}})
     config = options.sampler_config()
-    assert config.steps == 4 and config.strength == 0.25
+    assert config.steps == 4 and config.strength == 0.25 and config.ends_in_order
+    assert not parse_options({"sampler": {"endsInOrder": False}})[0].sampler_config().ends_in_order
     other, _ = parse_options({"sampler": {"steps": 5}})
     assert options.backend_key() == other.backend_key()  # sampler changes do not reload the model
     moved, _ = parse_options({"model": {"device": "cpu"}})
