@@ -1,7 +1,8 @@
 """LSP benchmark: inline-completion round trips through a real client against `python -m dg_lsp.cli`.
 
 1. latency: N sequential `textDocument/inlineCompletion` round trips (result cache off, so every request
-   runs the model) at different cursors of a real source file; p50 / p95 / mean / max in milliseconds.
+   runs the model) at different cursors of a real source file, once mid-line (single-line completions)
+   and once at line ends (invoked there: block completions); p50 / p95 / mean / max in milliseconds.
 2. burst: B x (`didChange` + `inlineCompletion`) on one document without waiting; every reply is
    collected; reports the server's peak RSS (VmHWM) before and after, and how many requests the worker
    started and finished (latest-wins should finish only the last).
@@ -38,10 +39,16 @@ def sample_source() -> str:
     return (ROOT / "dg_lsp" / "context.py").read_text(encoding="utf-8")
 
 
-def cursors(text: str, n: int) -> list[types.Position]:
-    """Cursors spread over the file: the end of non-blank lines, and the indentation of blank ones."""
+def cursors(text: str, n: int, where: str) -> list[types.Position]:
+    """Cursors spread over the non-blank lines of the file. where="end": at the end of the line (an invoked
+    completion there is a block: the server's block canvas); "mid": halfway through the line's text, so
+    the rest of the line stays after the cursor (a single-line completion: the line canvas)."""
     lines = text.split("\n")
-    spots = [(i, len(line)) for i, line in enumerate(lines) if line.strip() and i > 5]
+    if where == "end":
+        spots = [(i, len(line)) for i, line in enumerate(lines) if line.strip() and i > 5]
+    else:
+        spots = [(i, (len(line) - len(line.lstrip())) + len(line.strip()) // 2) for i, line in enumerate(lines)
+                 if len(line.strip()) >= 4 and i > 5]
     step = max(1, len(spots) // n)
     picked = [spots[(k * step) % len(spots)] for k in range(n)]
     return [types.Position(line=i, character=c) for i, c in picked]
@@ -118,10 +125,10 @@ class Bench:
             text_document=types.TextDocumentIdentifier(uri=DOC_URI), position=pos,
             context=types.InlineCompletionContext(trigger_kind=kind)))
 
-    async def latency(self, n: int, warmup: int) -> dict:
+    async def latency(self, n: int, warmup: int, where: str) -> dict:
         text = sample_source()
         self.open(text)
-        spots = cursors(text, n + warmup)
+        spots = cursors(text, n + warmup, where)
         for pos in spots[:warmup]:
             await self.inline(pos, automatic=False)
         times, shown = [], 0
@@ -177,7 +184,7 @@ class Bench:
         await self.client.stop()
 
 
-def report(args: argparse.Namespace, status: dict, lat: dict, burst: dict) -> str:
+def report(args: argparse.Namespace, status: dict, lats: dict[str, dict], burst: dict) -> str:
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     model = args.model or ("fake" if args.backend == "fake" else "embedded default")
     return "\n".join([
@@ -191,8 +198,8 @@ def report(args: argparse.Namespace, status: dict, lat: dict, burst: dict) -> st
         "",
         "| inline completion, sequential | requests | p50 ms | p95 ms | mean ms | max ms | non-empty |",
         "|---|---|---|---|---|---|---|",
-        f"| result cache off | {lat['requests']} | {lat['p50']:.1f} | {lat['p95']:.1f} | {lat['mean']:.1f} | "
-        f"{lat['max']:.1f} | {lat['shown']} |",
+        *[f"| {label}, result cache off | {lat['requests']} | {lat['p50']:.1f} | {lat['p95']:.1f} | {lat['mean']:.1f} | "
+          f"{lat['max']:.1f} | {lat['shown']} |" for label, lat in lats.items()],
         "",
         "| burst: didChange + inlineCompletion | requests | replies | started | computed | superseded | "
         "non-empty replies | peak RSS MiB | RSS before / after MiB | wall ms |",
@@ -208,11 +215,12 @@ async def main_async(args: argparse.Namespace) -> str:
     bench = Bench(args)
     await bench.start()
     try:
-        lat = await bench.latency(args.requests, args.warmup)
+        lats = {"single-line (cursor mid-line, line canvas)": await bench.latency(args.requests, args.warmup, "mid"),
+                "block (invoked at a line end, block canvas)": await bench.latency(args.requests, args.warmup, "end")}
         burst = await bench.burst(args.burst)
     finally:
         await bench.stop()
-    return report(args, bench.status, lat, burst)
+    return report(args, bench.status, lats, burst)
 
 
 def main(argv: list[str] | None = None) -> int:

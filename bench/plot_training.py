@@ -1,7 +1,8 @@
 """Training curves from one or more runs' log.jsonl, stages placed end to end (a warm start continues the
 token count of the run it started from).
 
-    python bench/plot_training.py runs/dg-coder-tiny runs/dg-coder-tiny-2 --out models/dg-coder-tiny/training.png
+    python bench/plot_training.py models/dg-coder-tiny/logs/stage1.jsonl models/dg-coder-tiny/logs/stage2.jsonl \
+        --out models/dg-coder-tiny/training.png
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from pathlib import Path
 
 
 def read_log(run: Path) -> list[dict]:
-    path = run / "log.jsonl"
+    path = run if run.suffix == ".jsonl" else run / "log.jsonl"
     if not path.is_file():
-        raise SystemExit(f"{path}: no training log there (expected the --out directory of training.train)")
+        raise SystemExit(f"{path}: no training log (expected a log.jsonl, or the --out directory of training.train)")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -30,7 +31,7 @@ def smooth(values: list[float], width: int) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="run directories, in training order")
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories or their log.jsonl files, in training order")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     parser.add_argument("--smooth", type=int, default=10, help="points in the trailing mean")
     args = parser.parse_args(argv)
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         tokens = [(offset + r["tokens"]) / 1e6 for r in rows]
         for key, style in (("diffusion", "-"), ("ar", "--")):
             values = [r.get(key, float("nan")) for r in rows]
-            ax.plot(tokens, smooth(values, args.smooth), style, color=f"C{i}", label=f"{run.name}: {key}")
+            ax.plot(tokens, smooth(values, args.smooth), style, color=f"C{i}", label=f"{run.stem if run.suffix else run.name}: {key}")
         if i:
             ax.axvline(offset / 1e6, color="grey", linewidth=1)
         offset += rows[-1]["tokens"]
