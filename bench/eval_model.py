@@ -105,6 +105,7 @@ def plot(meta: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for policy in sorted({r["policy"] for r in meta["rows"]}):
@@ -125,6 +126,7 @@ def plot(meta: dict, path: Path) -> None:
                 xscale="log", xticks=[4, 8, 16])
     for ax in axes:
         ax.set_xticklabels(["4", "8", "16"])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.suptitle(f"{meta['model']['model']} ({meta['model']['params'] / 1e6:.1f}M params), {meta['date']}")
