@@ -15,7 +15,6 @@ Context handling depends on how the family was trained (config.Family.context_at
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,8 +134,9 @@ class Engine:
         # cannot apply a nucleus (top-p): those two take the logits path
         fused = sampler.top_p == 1.0 and sampler.commit != "renoise"
         end_ids = torch.tensor(sorted(cfg.end_ids), dtype=torch.long, device=dev)
-        hole_start = torch.zeros(len(canvas), dtype=torch.bool, device=dev)
-        hole_start[torch.tensor([0] + list(itertools.accumulate(e - s for s, e in layout.holes))[:-1], device=dev)] = True
+        hole = torch.tensor(layout.hole_of(), device=dev)  # canvas position -> its hole
+        hole_start = torch.ones_like(hole, dtype=torch.bool)
+        hole_start[1:] = hole[1:] != hole[:-1]
         previous = None
         for i in range(sampler.steps):
             check_cancel()
