@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest_lsp
 from lsprotocol import types
+from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 SERVER_COMMAND = [sys.executable, "-m", "dg_lsp.cli"]
@@ -128,6 +129,22 @@ async def client(lsp_client: LanguageClient):
 
     yield
     await lsp_client.shutdown_session()
+
+
+async def cancel_once_started(client: LanguageClient, params: types.InlineCompletionParams) -> JsonRpcException:
+    """Send an inline completion, send $/cancelRequest for it once the worker has started one more job
+    than before, and return the error it is answered with (the caller checks the code)."""
+    started = (await stats(client))["started"]
+    future = client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, params)
+    msg_id = next(k for k, v in client.protocol._request_futures.items() if v is future)
+    while (await stats(client))["started"] <= started:
+        await asyncio.sleep(0.01)
+    client.protocol.notify("$/cancelRequest", types.CancelParams(id=msg_id))
+    try:
+        await asyncio.wrap_future(future)
+    except JsonRpcException as error:
+        return error
+    raise AssertionError("the cancelled request was answered with a result")
 
 
 async def settled_stats(client: LanguageClient) -> dict:

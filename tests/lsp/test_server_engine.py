@@ -11,13 +11,12 @@ import asyncio
 import pytest
 import pytest_lsp
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 from dg_lsp.text import Document, Position
 
-from .conftest import (SERVER_COMMAND, as_dict, change_doc, initialize, inline_params, open_doc, settled_stats,
-                       stats, wait_for_state)
+from .conftest import (SERVER_COMMAND, as_dict, cancel_once_started, change_doc, initialize, inline_params, open_doc,
+                       settled_stats, stats, wait_for_state)
 
 testing = pytest.importorskip("engine.testing", reason="engine.testing (tiny checkpoints) is not available yet")
 
@@ -135,14 +134,8 @@ async def test_cancel_mid_denoise_and_superseded_requests(engine_client: Languag
             "inline": {"lineCanvas": 200, "blockCanvas": 200}}
     engine_client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"dg-lsp": slow}))
     before = await stats(engine_client)
-    fut = engine_client.protocol.send_request("textDocument/inlineCompletion", inline_params(URI, 4, 4))
-    msg_id = next(k for k, v in engine_client.protocol._request_futures.items() if v is fut)
-    while (await stats(engine_client))["started"] <= before["started"]:
-        await asyncio.sleep(0.01)
-    engine_client.protocol.notify("$/cancelRequest", types.CancelParams(id=msg_id))
-    with pytest.raises(JsonRpcException) as info:
-        await asyncio.wrap_future(fut)
-    assert info.value.code == types.LSPErrorCodes.RequestCancelled
+    error = await cancel_once_started(engine_client, inline_params(URI, 4, 4))
+    assert error.code == types.LSPErrorCodes.RequestCancelled
     after = await settled_stats(engine_client)
     assert after["cancelled"] == before["cancelled"] + 1 and after["computed"] == before["computed"]
 

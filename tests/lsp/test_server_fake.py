@@ -13,8 +13,8 @@ from dg_lsp.edits import apply_edits
 from dg_lsp.postprocess import Completion
 from dg_lsp.text import Document, Position
 
-from .conftest import (as_dict, capabilities, change_doc, fake_options, initialize, inline_params, open_doc,
-                       raw_request, settled_stats, stats, wait_for_state)
+from .conftest import (as_dict, cancel_once_started, capabilities, change_doc, fake_options, initialize, inline_params,
+                       open_doc, raw_request, settled_stats, stats, wait_for_state)
 
 URI = "file:///work/calc.py"
 SOURCE = "def add(a, b):\n    \n\nprint(add(1, 2))\n"
@@ -157,14 +157,8 @@ async def test_code_action_resolve_computes_the_edit_lazily(client: LanguageClie
 async def test_cancel_request_mid_denoise_gets_request_cancelled(client: LanguageClient):
     await initialize(client, fake_options(fake={"stepDelayMs": 50}, sampler={"steps": 400}))
     open_doc(client, URI, SOURCE)
-    fut = client.protocol.send_request("textDocument/inlineCompletion", inline_params(URI, 1, 4))
-    msg_id = next(k for k, v in client.protocol._request_futures.items() if v is fut)
-    while (await stats(client))["started"] < 1:
-        await asyncio.sleep(0.01)
-    client.protocol.notify("$/cancelRequest", types.CancelParams(id=msg_id))
-    with pytest.raises(JsonRpcException) as info:
-        await asyncio.wrap_future(fut)
-    assert info.value.code == types.LSPErrorCodes.RequestCancelled
+    error = await cancel_once_started(client, inline_params(URI, 1, 4))
+    assert error.code == types.LSPErrorCodes.RequestCancelled
     after = await settled_stats(client)
     assert after["cancelled"] == 1 and after["computed"] == 0
     # the worker is free again

@@ -43,11 +43,16 @@ local function line(child, n)
   return child:lua('return vim.api.nvim_buf_get_lines(0, ...)[1]', n - 1, n, true)
 end
 
+--- Wait until line `n` (1-based) of the child's buffer reads exactly `text`.
+local function wait_line(child, what, n, text)
+  child:wait(what, 'local n, text = ...; return vim.api.nvim_buf_get_lines(0, n - 1, n, true)[1] == text', nil, n, text)
+end
+
 function C.ghost_accept(H, renderer)
   local child = open(H, 'accept', FUNCTION, { settings = fake('return a + b'), renderer = renderer })
   ghost_at_body(H, child, 'return a + b', renderer)
   child:input('<Tab>')
-  child:wait('accepted text', 'return vim.api.nvim_buf_get_lines(0, 1, 2, true)[1] == "    return a + b"')
+  wait_line(child, 'accepted text', 2, '    return a + b')
   H.eq('i', child:lua('return T.mode()'), 'mode after accepting')
   H.eq({ 2, 16 }, child:lua('return vim.api.nvim_win_get_cursor(0)'), 'cursor after the accepted text')
   H.eq('def add(a, b):', line(child, 1), 'line 1')
@@ -58,13 +63,13 @@ function C.ghost_accept_word(H, renderer)
   local child = open(H, 'word', FUNCTION, { settings = fake('return a + b'), renderer = renderer })
   ghost_at_body(H, child, 'return a + b', renderer)
   child:input('<M-Right>')
-  child:wait('one word accepted', 'return vim.api.nvim_buf_get_lines(0, 1, 2, true)[1] == "    return"')
+  wait_line(child, 'one word accepted', 2, '    return')
   child:wait('the rest as ghost text', 'return T.ghost() == " a + b"')
   child:input('<M-Right>')
-  child:wait('the next word accepted', 'return vim.api.nvim_buf_get_lines(0, 1, 2, true)[1] == "    return a"')
+  wait_line(child, 'the next word accepted', 2, '    return a')
   child:wait('the rest as ghost text', 'return T.ghost() == " + b"')
   child:input('<Tab>')
-  child:wait('the rest accepted', 'return vim.api.nvim_buf_get_lines(0, 1, 2, true)[1] == "    return a + b"')
+  wait_line(child, 'the rest accepted', 2, '    return a + b')
   H.no_errors(child)
 end
 
@@ -73,10 +78,10 @@ function C.ghost_accept_line(H, renderer)
   local child = open(H, 'line', FUNCTION, { settings = fake(fill), renderer = renderer })
   ghost_at_body(H, child, fill, renderer)
   child:input('<M-C-Right>')
-  child:wait('one line accepted', 'return vim.api.nvim_buf_get_lines(0, 1, 2, true)[1] == "    total = a + b"')
+  wait_line(child, 'one line accepted', 2, '    total = a + b')
   child:wait('the next line as ghost text', 'return T.ghost() == "\\n    return total"')
   child:input('<M-C-Right>')
-  child:wait('the second line accepted', 'return vim.api.nvim_buf_get_lines(0, 2, 3, true)[1] == "    return total"')
+  wait_line(child, 'the second line accepted', 3, '    return total')
   H.eq('    total = a + b', line(child, 2), 'line 2')
   H.no_errors(child)
 end
@@ -98,9 +103,9 @@ end
 function C.rewrite(H)
   local child = open(H, 'rewrite', { 'def add(a, b):', '    return a + b', '' })
   child:input('gg0wvf):Dg rewrite<CR>') -- charwise: "add(a, b)"
-  child:wait('the selection rewritten', 'return vim.api.nvim_buf_get_lines(0, 0, 1, true)[1] == "def ADD(A, B):"')
+  wait_line(child, 'the selection rewritten', 1, 'def ADD(A, B):')
   child:input('2GV:Dg rewrite<CR>') -- linewise: line 2
-  child:wait('the line rewritten', 'return vim.api.nvim_buf_get_lines(0, 1, 2, true)[1] == "    RETURN A + B"')
+  wait_line(child, 'the line rewritten', 2, '    RETURN A + B')
   H.eq({ 'def ADD(A, B):', '    RETURN A + B', '' }, child:lua('return T.lines()'), 'the buffer')
   H.no_errors(child)
 end
