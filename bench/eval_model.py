@@ -53,11 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(tasks)} tasks from {len(held)} held-out files "
           f"({', '.join(corpus.held_out_spec.stdlib_modules + corpus.held_out_spec.distributions)})", file=sys.stderr)
     line = frequency_baseline([f.read_text() for f in corpus.train])
-    baseline = {kind: sum(exact(t, baseline_answer(t, line)) for t in tasks if t.kind == kind)
-                / max(1, sum(t.kind == kind for t in tasks)) for kind in ("single", "multi")}
-
-    baseline_similarity = {kind: statistics.fmean([similarity(t, baseline_answer(t, line)) for t in tasks if t.kind == kind] or [0.0])
-                           for kind in ("single", "multi")}
+    baseline, baseline_similarity = {}, {}
+    for kind in ("single", "multi"):
+        answers = [(t, baseline_answer(t, line)) for t in tasks if t.kind == kind]
+        baseline[kind] = sum(exact(t, a) for t, a in answers) / max(1, len(answers))
+        baseline_similarity[kind] = statistics.fmean([similarity(t, a) for t, a in answers] or [0.0])
 
     rows = []
     for policy in args.policies.split(","):

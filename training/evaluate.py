@@ -61,16 +61,22 @@ def make_tasks(files: list[tuple[str, str]], n_single: int, n_multi: int, seed: 
     return pick(single, n_single) + pick(multi, n_multi)
 
 
+def compared(task: Task, completion: str) -> tuple[str, str]:
+    """What a task compares, right-stripped: the completion (its first line for single-line tasks) and
+    the middle."""
+    got = completion.split("\n", 1)[0] if task.kind == "single" else completion
+    return got.rstrip(), task.middle.rstrip()
+
+
 def exact(task: Task, completion: str) -> bool:
-    if task.kind == "single":
-        return completion.split("\n", 1)[0].rstrip() == task.middle.rstrip()
-    return completion.rstrip() == task.middle.rstrip()
+    got, want = compared(task, completion)
+    return got == want
 
 
 def similarity(task: Task, completion: str) -> float:
     """Character-level similarity (difflib ratio, 0..1) of what `exact` compares: partial credit."""
-    got = completion.split("\n", 1)[0] if task.kind == "single" else completion
-    return difflib.SequenceMatcher(None, got.rstrip(), task.middle.rstrip(), autojunk=False).ratio()
+    got, want = compared(task, completion)
+    return difflib.SequenceMatcher(None, got, want, autojunk=False).ratio()
 
 
 def frequency_baseline(train_texts: list[str]) -> str:
