@@ -41,6 +41,14 @@ def is_word_char(ch: str) -> bool:
     return ch == "_" or ch.isalnum()
 
 
+def word_start_at(text: str, offset: int, line_start: int) -> int:
+    """Where the identifier being typed at `offset` starts (`offset` when none; never before `line_start`)."""
+    start = offset
+    while start > line_start and is_word_char(text[start - 1]):
+        start -= 1
+    return start
+
+
 @dataclass(frozen=True)
 class CursorContext:
     uri: str
@@ -150,13 +158,10 @@ def build_cursor_context(
 
     start = window_start(text, offset, prefix_chars)
     end = window_end(text, offset, suffix_chars)
-    word_start = offset
-    while word_start > line_start and is_word_char(text[word_start - 1]):
-        word_start -= 1
     return CursorContext(
         uri=doc.uri, version=doc.version, language_id=doc.language_id, offset=offset,
         prefix=text[start:offset], suffix=text[offset:end], extra=extra, mode=mode,
-        line_prefix=line_prefix, line_suffix=line_suffix, word_start=word_start,
+        line_prefix=line_prefix, line_suffix=line_suffix, word_start=word_start_at(text, offset, line_start),
         canvas=line_canvas if mode == "line" else block_canvas, eol=doc.eol(),
     )
 

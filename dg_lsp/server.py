@@ -23,7 +23,7 @@ from engine.errors import EngineError
 from engine.request import InfillRequest, InfillResult
 from dg_lsp import convert
 from dg_lsp.backend import InfillBackend, make_backend
-from dg_lsp.context import build_cursor_context, cache_key, fit_request, is_word_char
+from dg_lsp.context import build_cursor_context, cache_key, fit_request, word_start_at
 from dg_lsp.edits import EditError, plan_edits, plan_holes, plan_rewrite
 from dg_lsp.options import Options, parse_options, settings_section
 from dg_lsp.postprocess import as_item_edit, continue_shown, postprocess, remember
@@ -161,9 +161,9 @@ class DgServer(LanguageServer):
         if self._loaded_key is None:  # a client that never sent `initialized`
             self.start_load()
         options = self.options
-        budget, share = options.context.budget, options.context.suffix_share
-        settings = (options.backend_key(), options.sampler_config(), options.sampler.seed, budget, share)
-        job = Job(lane=lane, request=request, sampler=options.sampler_config(), seed=options.sampler.seed,
+        budget, share, sampler = options.context.budget, options.context.suffix_share, options.sampler_config()
+        settings = (options.backend_key(), sampler, options.sampler.seed, budget, share)
+        job = Job(lane=lane, request=request, sampler=sampler, seed=options.sampler.seed,
                   cache_key=cache_key(request, settings),
                   prepare=lambda backend, req: fit_request(req, backend.count_tokens, budget, share,
                                                            backend.context_limit()),
@@ -192,12 +192,8 @@ class DgServer(LanguageServer):
         if doc is None or not self.options.inline.enable:
             return None
         offset = doc.offset_at(Position(position.line, position.character))
-        line_start = doc.line_starts[doc.line_at(offset)]
-        word_start = offset
-        while word_start > line_start and is_word_char(doc.text[word_start - 1]):
-            word_start -= 1
         if (typed := continue_shown(self.shown.get(uri), doc.text, offset)) is not None:
-            return doc, typed, word_start
+            return doc, typed, word_start_at(doc.text, offset, doc.line_starts[doc.line_at(offset)])
         options = self.options
         others = self.documents.recently_edited(uri, 3) if options.context.other_documents else ()
         ctx = build_cursor_context(doc, offset, automatic=automatic, options=options.context,
