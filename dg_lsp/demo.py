@@ -157,9 +157,9 @@ async def run(args: argparse.Namespace) -> int:
     print(f"\n{hits}/{len(CASES)} completions match the file exactly; inline completion round trip "
           f"p50 {statistics.median(latencies):.0f} ms, max {max(latencies):.0f} ms (server, real LSP client)")
     if not args.model:
-        print("The embedded model is a 4.9M-parameter model trained on two CPU cores: it shows the path, not "
-              "useful completions\n(models/dg-coder-tiny/MODEL_CARD.md). `dg-lsp demo --model DIR` runs this "
-              "with a real checkpoint.")
+        print("The embedded model is small and was trained on two CPU cores: it shows the path, not useful "
+              "completions\n(models/dg-coder-tiny/MODEL_CARD.md). `dg-lsp demo --model DIR` runs this with a "
+              "real checkpoint.")
     await client.shutdown_async(None)
     client.exit(None)
     await client.stop()
