@@ -27,12 +27,12 @@ from pathlib import Path
 
 import torch
 
-from engine.config import FAMILIES, ModelConfig
-from engine.engine import Engine
-from engine.model import Transformer
-from engine.prompt import Layout
-from engine.reference import reference_infill
-from engine.request import SamplerConfig
+from dg_lsp.engine.config import FAMILIES, ModelConfig
+from dg_lsp.engine.engine import Engine
+from dg_lsp.engine.model import Transformer
+from dg_lsp.engine.prompt import Layout
+from dg_lsp.engine.reference import reference_infill
+from dg_lsp.engine.request import SamplerConfig
 
 SHAPES = {  # Qwen2.5-Coder shapes (config.json of the released checkpoints)
     "0.5b": dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,

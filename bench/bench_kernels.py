@@ -53,11 +53,11 @@ def rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def cases(dtype: torch.dtype, only: set[str], dev: str = "cuda"):
     """Yield (kernel, shape label, fast thunk, naive thunk, min bytes moved, compare(fast_out, naive_out))."""
-    from kernels import naive
-    from kernels.attention import canvas_attention
-    from kernels.epilogue import lm_head_epilogue
-    from kernels.rmsnorm import rms_norm
-    from kernels.rope import rope
+    from dg_lsp.kernels import naive
+    from dg_lsp.kernels.attention import canvas_attention
+    from dg_lsp.kernels.epilogue import lm_head_epilogue
+    from dg_lsp.kernels.rmsnorm import rms_norm
+    from dg_lsp.kernels.rope import rope
 
     es = torch.tensor([], dtype=dtype).element_size()
     randn = lambda *s: torch.randn(*s, device=dev, dtype=dtype)  # noqa: E731
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     if not torch.cuda.is_available():
         raise SystemExit("bench_kernels: needs a CUDA GPU (torch.cuda.is_available() is False). "
                          "The kernel tests run without one: python -m pytest tests/kernels")
-    from kernels import triton_available
+    from dg_lsp.kernels import triton_available
 
     if not triton_available():
         raise SystemExit("bench_kernels: triton is not installed")

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-import engine
-from engine.request import SamplerConfig
-from training.corpus import collect
-from training.evaluate import baseline_answer, exact, frequency_baseline, make_tasks, run_tasks, similarity
+from dg_lsp import engine
+from dg_lsp.engine.request import SamplerConfig
+from dg_lsp.training.corpus import collect
+from dg_lsp.training.evaluate import baseline_answer, exact, frequency_baseline, make_tasks, run_tasks, similarity
 
 POLICIES = {
     "confidence": lambda steps: SamplerConfig(steps=steps, commit="schedule", confidence="max_prob"),

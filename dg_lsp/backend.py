@@ -10,8 +10,8 @@ import math
 import time
 from typing import Callable, Mapping, Protocol
 
-from engine.errors import InfillCancelled
-from engine.request import InfillRequest, InfillResult, SamplerConfig
+from dg_lsp.engine.errors import InfillCancelled
+from dg_lsp.engine.request import InfillRequest, InfillResult, SamplerConfig
 
 Progress = Callable[[str, int, int], None]
 CancelCheck = Callable[[], bool]
@@ -35,15 +35,16 @@ class InfillBackend(Protocol):
 class EngineBackend:
     """The local diffusion engine (`engine.load`); torch is imported when the model loads."""
 
-    def __init__(self, model_dir: str | None = None, device: str = "auto", dtype: str | None = None) -> None:
-        self.model_dir, self.device, self.dtype = model_dir, device, dtype
+    def __init__(self, model: str | None = None, device: str = "auto", dtype: str | None = None,
+                 family: str | None = None, quantize: str | None = None) -> None:
+        self.model, self.device, self.dtype = model, device, dtype
+        self.family, self.quantize = family, quantize
         self._engine = None
 
     def load(self, progress: Progress | None = None) -> None:
-        import engine
-
-        model_dir = self.model_dir or engine.default_model_dir()
-        self._engine = engine.load(model_dir, device=self.device, dtype=self.dtype, progress=progress)
+        from dg_lsp import engine
+        self._engine = engine.load(self.model, device=self.device, dtype=self.dtype, progress=progress,
+                                   family=self.family, quantize=self.quantize)
 
     @property
     def engine(self):
@@ -69,7 +70,7 @@ class EngineBackend:
 
     def describe(self) -> dict:
         if self._engine is None:
-            return {"model": str(self.model_dir or "default"), "device": self.device, "kernels": "unknown"}
+            return {"model": str(self.model or "default"), "device": self.device, "kernels": "unknown"}
         return dict(self.engine.describe())
 
 
@@ -141,4 +142,5 @@ def make_backend(options) -> InfillBackend:
     if options.backend == "fake":
         f = options.fake
         return FakeBackend(f.responses, f.step_delay_ms, f.load_delay_ms)
-    return EngineBackend(options.model.path, options.model.device, options.model.dtype)
+    m = options.model
+    return EngineBackend(m.path, m.device, m.dtype, family=m.family, quantize=m.quantize)

@@ -40,6 +40,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
     p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: per device)")
+    p.add_argument("--family", default=None,
+                   help="model family (dream, open-dcoder, llada, dg) when config.json does not tell")
+    p.add_argument("--quantize", default=None, choices=["int8"], help="weight-only quantization")
 
 
 def main(argv: list[str] | None = None) -> int:

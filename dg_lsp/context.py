@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Callable, Literal, Sequence
 
-from engine.request import MAX_CANVAS, InfillRequest
+from dg_lsp.engine.request import MAX_CANVAS, InfillRequest
 from dg_lsp.options import ContextOptions
 from dg_lsp.text import Document
 

@@ -11,7 +11,7 @@ import sys
 import time
 
 from dg_lsp.backend import EngineBackend
-from engine.request import InfillRequest, SamplerConfig
+from dg_lsp.engine.request import InfillRequest, SamplerConfig
 
 PREFIX = "def fibonacci(n):\n    "
 SUFFIX = "\n\n\nprint(fibonacci(10))\n"
@@ -34,11 +34,11 @@ def run(args) -> int:
     _line("torch", "installed" if _available("torch") else "MISSING (pip install torch)")
     _line("triton", "installed" if _available("triton") else "not installed (CPU uses the torch kernels)")
 
-    import engine
-
+    from dg_lsp import engine
     model_dir = args.model or str(engine.default_model_dir())
     _line("model", model_dir)
-    backend = EngineBackend(args.model, device=args.device, dtype=args.dtype)
+    backend = EngineBackend(args.model, device=args.device, dtype=args.dtype, family=args.family,
+                            quantize=args.quantize)
     last = [-1]
 
     def progress(message: str, done: int, total: int) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.request import MAX_CANVAS, Hole, InfillRequest
+from dg_lsp.engine.request import MAX_CANVAS, Hole, InfillRequest
 from dg_lsp.context import window_end, window_start
 from dg_lsp.options import ContextOptions, HolesOptions, RewriteOptions
 from dg_lsp.postprocess import Completion, trim_special

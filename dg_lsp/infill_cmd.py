@@ -43,14 +43,15 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    import engine
+    from dg_lsp import engine
     from dg_lsp.context import fit_request
     from dg_lsp.progress import progress_bar
 
     t0 = time.perf_counter()
     try:
         with progress_bar("loading model") as progress:
-            eng = engine.load(args.model, device=args.device, dtype=args.dtype, progress=progress)
+            eng = engine.load(args.model, device=args.device, dtype=args.dtype, progress=progress,
+                              family=args.family, quantize=args.quantize)
     except engine.EngineError as exc:
         print(f"dg-lsp infill: {exc}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from typing import Any, Callable, Literal
 
 import cattrs
 
-from engine.request import MAX_CANVAS, SamplerConfig
+from dg_lsp.engine.request import MAX_CANVAS, SamplerConfig
 
 
 def opt(default: Any, expected: str, check: Callable[[Any], bool] = lambda v: True) -> Any:
@@ -37,6 +37,8 @@ class ModelOptions:
                       lambda v: v in ("auto", "cpu", "cuda", "mps") or v.startswith("cuda:"))
     dtype: str | None = opt(None, "float32, bfloat16, float16 or null",
                             lambda v: v in (None, "float32", "bfloat16", "float16"))
+    family: str | None = opt(None, "a family name (dream, open-dcoder, llada, dg) or null to read config.json")
+    quantize: str | None = opt(None, "int8 or null", lambda v: v in (None, "int8"))
 
 
 @dataclass

@@ -20,8 +20,8 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Callable, Hashable
 
-from engine.errors import InfillCancelled
-from engine.request import InfillRequest, InfillResult, SamplerConfig
+from dg_lsp.engine.errors import InfillCancelled
+from dg_lsp.engine.request import InfillRequest, InfillResult, SamplerConfig
 from dg_lsp.backend import InfillBackend, Progress
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from pygls.exceptions import (JsonRpcContentModified, JsonRpcException, JsonRpcI
                               JsonRpcRequestCancelled)
 from pygls.lsp.server import LanguageServer
 
-from engine.errors import EngineError
-from engine.request import InfillRequest, InfillResult
+from dg_lsp.engine.errors import EngineError
+from dg_lsp.engine.request import InfillRequest, InfillResult
 from dg_lsp import convert
 from dg_lsp.backend import InfillBackend, make_backend
 from dg_lsp.context import build_cursor_context, cache_key, fit_request, word_start_at

@@ -10,12 +10,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.errors import (CheckpointError, ConfigError, EngineError, InfillCancelled, RequestError,
+from dg_lsp.engine.errors import (CheckpointError, ConfigError, EngineError, InfillCancelled, RequestError,
                            TokenizerError)
-from engine.request import Hole, InfillRequest, InfillResult, SamplerConfig
+from dg_lsp.engine.request import Hole, InfillRequest, InfillResult, SamplerConfig
 
 if TYPE_CHECKING:
-    from engine.engine import Engine
+    from dg_lsp.engine.engine import Engine
 
 DEFAULT_MODEL = "dg-coder-tiny"
 
@@ -33,10 +33,11 @@ def default_model_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "models" / DEFAULT_MODEL
 
 
-def load(model_dir: str | Path | None = None, device: str | None = "auto", dtype=None, progress=None,
-         family: str | None = None, refresh_context_every: int | None = None) -> "Engine":
-    """Load a checkpoint directory; see engine.engine.load."""
-    from engine.engine import load as _load
+def load(model: str | Path | None = None, device: str | None = "auto", dtype=None, progress=None,
+         family: str | None = None, refresh_context_every: int | None = None,
+         quantize: str | None = None) -> "Engine":
+    """Load a checkpoint; see dg_lsp.engine.engine.load."""
+    from dg_lsp.engine.engine import load as _load
 
-    return _load(model_dir, device=device, dtype=dtype, progress=progress, family=family,
-                 refresh_context_every=refresh_context_every)
+    return _load(model, device=device, dtype=dtype, progress=progress, family=family,
+                 refresh_context_every=refresh_context_every, quantize=quantize)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.errors import ConfigError
+from dg_lsp.engine.errors import ConfigError
 
 ContextAttention = Literal["bidirectional", "causal"]
 

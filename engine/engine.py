@@ -23,15 +23,15 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
-from engine.config import ModelConfig, load_config
-from engine.errors import CheckpointError, ConfigError, InfillCancelled
-from engine.loader import Progress, load_weights
-from engine.model import KVCache, Transformer
-from engine.prompt import Layout, build_layout, predictor_rows
-from engine.request import InfillRequest, InfillResult, SamplerConfig
-from engine.graphs import StepGraphs
-from engine.sampler import held_back_ends, propose, proposal_from_stats, update_canvas
-from engine.tokenizer import Tokenizer, load_tokenizer
+from dg_lsp.engine.config import ModelConfig, load_config
+from dg_lsp.engine.errors import CheckpointError, ConfigError, InfillCancelled
+from dg_lsp.engine.loader import Progress, load_weights
+from dg_lsp.engine.model import KVCache, Transformer
+from dg_lsp.engine.prompt import Layout, build_layout, predictor_rows
+from dg_lsp.engine.request import InfillRequest, InfillResult, SamplerConfig
+from dg_lsp.engine.graphs import StepGraphs
+from dg_lsp.engine.sampler import held_back_ends, propose, proposal_from_stats, update_canvas
+from dg_lsp.engine.tokenizer import Tokenizer, load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Engine:
         return self.model.tok_embeddings.weight.dtype
 
     def describe(self) -> dict:
-        from kernels import naive, ops_for
+        from dg_lsp.kernels import naive, ops_for
 
         return {
             "model": self.cfg.name, "family": self.cfg.family.name, "device": str(self.device),
@@ -295,13 +295,13 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return DTYPES[dtype]
 
 
-def load(model_dir: str | Path | None = None, device: str | None = "auto", dtype: str | torch.dtype | None = None,
+def load(model: str | Path | None = None, device: str | None = "auto", dtype: str | torch.dtype | None = None,
          progress: Progress | None = None, family: str | None = None,
-         refresh_context_every: int | None = None) -> Engine:
+         refresh_context_every: int | None = None, quantize: str | None = None) -> Engine:
     """Load a checkpoint directory (config.json, tokenizer.json, model.safetensors or shards)."""
-    from engine import default_model_dir
+    from dg_lsp.engine import default_model_dir
 
-    path = Path(model_dir) if model_dir else default_model_dir()
+    path = Path(model) if model else default_model_dir()
     if not path.is_dir():
         raise CheckpointError(f"{path}: model directory does not exist")
     cfg = load_config(path, family)

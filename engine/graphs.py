@@ -18,7 +18,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor
 
-from engine.model import KVCache, Transformer
+from dg_lsp.engine.model import KVCache, Transformer
 
 CAPACITY_STEP = 256  # context capacity is rounded up to this: few graphs, little wasted attention work
 

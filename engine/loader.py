@@ -15,9 +15,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from engine.config import ModelConfig
-from engine.errors import CheckpointError
-from engine.model import Transformer
+from dg_lsp.engine.config import ModelConfig
+from dg_lsp.engine.errors import CheckpointError
+from dg_lsp.engine.model import Transformer
 
 Progress = Callable[[str, int, int], None]
 

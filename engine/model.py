@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.config import ModelConfig
-from kernels import naive, ops_for
+from dg_lsp.engine.config import ModelConfig
+from dg_lsp.kernels import naive, ops_for
 
 
 @dataclass

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from engine.config import ModelConfig
-from engine.errors import RequestError
-from engine.request import InfillRequest
-from engine.tokenizer import Tokenizer
+from dg_lsp.engine.config import ModelConfig
+from dg_lsp.engine.errors import RequestError
+from dg_lsp.engine.request import InfillRequest
+from dg_lsp.engine.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)

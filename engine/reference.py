@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.config import ModelConfig
-from engine.model import Transformer
-from engine.prompt import Layout, attention_mask
+from dg_lsp.engine.config import ModelConfig
+from dg_lsp.engine.model import Transformer
+from dg_lsp.engine.prompt import Layout, attention_mask
 
 
 @torch.inference_mode()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from engine.errors import RequestError
+from dg_lsp.engine.errors import RequestError
 
 MAX_CANVAS = 4096  # per hole; far above any editor use, low enough that a typo cannot allocate gigabytes
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from engine.request import SamplerConfig
+from dg_lsp.engine.request import SamplerConfig
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from engine.config import FAMILIES, ModelConfig
-from engine.loader import save_checkpoint
-from engine.model import Transformer
+from dg_lsp.engine.config import FAMILIES, ModelConfig
+from dg_lsp.engine.loader import save_checkpoint
+from dg_lsp.engine.model import Transformer
 
 # Special tokens of each family, in id order from 0 (our tiny vocabularies put them first).
 SPECIALS = {

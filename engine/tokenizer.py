@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer as _HFTokenizer
 
-from engine.config import ModelConfig
-from engine.errors import TokenizerError
+from dg_lsp.engine.config import ModelConfig
+from dg_lsp.engine.errors import TokenizerError
 
 
 @dataclass

@@ -41,7 +41,7 @@ def require_triton(op: str, x: torch.Tensor) -> None:
         raise RuntimeError(f"kernels: {op} needs triton, which is not installed; use kernels.ops_for(device)")
     if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise TypeError(f"kernels: {op} supports float16, bfloat16 and float32, got {x.dtype}; "
-                        "kernels.naive covers float64")
+                        "dg_lsp.kernels.naive covers float64")
     if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise ValueError(f"kernels: {op} got a {x.device.type} tensor; Triton runs on CUDA "
                          "(or on CPU under TRITON_INTERPRET=1); use kernels.ops_for(device)")
@@ -49,11 +49,11 @@ def require_triton(op: str, x: torch.Tensor) -> None:
 
 @functools.cache
 def _triton_ops() -> SimpleNamespace:
-    from kernels.attention import canvas_attention
-    from kernels.epilogue import lm_head_epilogue
-    from kernels.naive import TokenStats
-    from kernels.rmsnorm import rms_norm
-    from kernels.rope import rope
+    from dg_lsp.kernels.attention import canvas_attention
+    from dg_lsp.kernels.epilogue import lm_head_epilogue
+    from dg_lsp.kernels.naive import TokenStats
+    from dg_lsp.kernels.rmsnorm import rms_norm
+    from dg_lsp.kernels.rope import rope
 
     return SimpleNamespace(
         rms_norm=rms_norm, rope=rope, canvas_attention=canvas_attention,
@@ -63,7 +63,7 @@ def _triton_ops() -> SimpleNamespace:
 
 def ops_for(device: torch.device | str):
     """The kernel set for `device`: Triton launchers on CUDA (if triton imports), else kernels.naive."""
-    from kernels import naive
+    from dg_lsp.kernels import naive
 
     use_triton = (
         torch.device(device).type == "cuda"

@@ -15,14 +15,14 @@ import functools
 import torch
 from torch import Tensor
 
-from kernels import require_triton
-from kernels.naive import TokenStats
+from dg_lsp.kernels import require_triton
+from dg_lsp.kernels.naive import TokenStats
 
 try:
     import triton
     import triton.language as tl
 except ImportError:  # macOS / CPU-only installs: the module imports, the launcher raises
-    from kernels import _NoTriton as triton, _NoTriton as tl
+    from dg_lsp.kernels import _NoTriton as triton, _NoTriton as tl
 
 # partials per (row, chunk): fp32 (top1 = running max, sum_exp, sum_exp_dz, top2, gumbel_best, gumbel_z),
 # int32 (top1_idx, gumbel_idx)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kernels import require_triton
+from dg_lsp.kernels import require_triton
 
 try:
     import triton
     import triton.language as tl
 except ImportError:  # macOS / CPU-only installs: the module imports, the launcher raises
-    from kernels import _NoTriton as triton, _NoTriton as tl
+    from dg_lsp.kernels import _NoTriton as triton, _NoTriton as tl
 
 
 @triton.jit

@@ -505,6 +505,6 @@ def _mb(files: list[SourceFile]) -> str:
     return f"{sum(f.size for f in files) / 1e6:.1f} MB"
 
 
-if __name__ == "__main__":  # a quick look: python -m training.corpus
+if __name__ == "__main__":  # a quick look: python -m dg_lsp.training.corpus
     c = collect(progress=lambda m: print(m, file=sys.stderr))
     print(json.dumps(manifest(c)["totals"], indent=2))

@@ -94,7 +94,7 @@ def baseline_answer(task: Task, line: str) -> str:
 def run_tasks(eng, tasks: list[Task], sampler, progress=None) -> dict:
     """Exact match and latency (ms) of one sampler setting over the tasks, split by kind."""
     from dg_lsp.context import fit_request  # the server's own windowing, so the numbers are the server's
-    from engine.request import InfillRequest
+    from dg_lsp.engine.request import InfillRequest
 
     results: dict[str, dict] = {}
     for kind in ("single", "multi"):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.tokenizer import Tokenizer
+from dg_lsp.engine.tokenizer import Tokenizer
 
 CANVAS_BUCKETS = (4, 8, 16, 24, 32, 48, 64)
 HOLE_COUNTS = ((1, 0.2), (2, 0.2), (3, 0.2), (4, 0.2), (6, 0.2))  # holes per window, probability

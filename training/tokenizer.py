@@ -16,7 +16,7 @@ tokenizer.json: a fresh ``Tokenizer.from_file`` would turn the text "<|mask|>" i
 mask id. So load with ``load_tokenizer`` (or set the flag yourself after ``from_file``), and put special
 ids into a sequence by id, never by encoding their text.
 
-CLI: ``python -m training.tokenizer --out models/dg-coder-tiny [--vocab 8192]`` writes tokenizer.json and
+CLI: ``python -m dg_lsp.training.tokenizer --out models/dg-coder-tiny [--vocab 8192]`` writes tokenizer.json and
 DATA.json (the corpus manifest plus tokenizer statistics).
 """
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from training.corpus import DEFAULT_HELD_OUT, SourceFile, collect, write_manifest
+from dg_lsp.training.corpus import DEFAULT_HELD_OUT, SourceFile, collect, write_manifest
 
 SPECIAL_TOKENS = ("<|pad|>", "<|bos|>", "<|eos|>", "<|mask|>")
 PAD_ID, BOS_ID, EOS_ID, MASK_ID = range(len(SPECIAL_TOKENS))
@@ -107,7 +107,7 @@ def tokens_per_byte(tok: Tokenizer, texts: Sequence[str]) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.tokenizer", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dg_lsp.training.tokenizer", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="directory for tokenizer.json and DATA.json")
     parser.add_argument("--vocab", type=int, default=DEFAULT_VOCAB, help=f"vocab size (default {DEFAULT_VOCAB})")
     parser.add_argument(

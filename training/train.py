@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from engine.config import FAMILIES, ModelConfig, config_from_dict
-from engine.loader import load_weights, save_checkpoint
-from engine.model import Transformer
-from engine.prompt import context_causal_mask
-from engine.tokenizer import Tokenizer
-from training.examples import Example, ExampleSpec, make_example
+from dg_lsp.engine.config import FAMILIES, ModelConfig, config_from_dict
+from dg_lsp.engine.loader import load_weights, save_checkpoint
+from dg_lsp.engine.model import Transformer
+from dg_lsp.engine.prompt import context_causal_mask
+from dg_lsp.engine.tokenizer import Tokenizer
+from dg_lsp.training.examples import Example, ExampleSpec, make_example
 
 SPECIAL = {"pad": 0, "bos": 1, "eos": 2, "mask": 3}
 
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tokenizers import Tokenizer as HFTokenizer
 
-    from training.corpus import collect
+    from dg_lsp.training.corpus import collect
 
     hf = HFTokenizer.from_file(str(args.tokenizer))
     hf.encode_special_tokens = True

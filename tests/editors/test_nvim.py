@@ -73,6 +73,6 @@ def test_plugin(tmp_path: Path, case: str) -> None:
 
 
 def test_engine_on_a_tiny_checkpoint(tmp_path: Path) -> None:
-    testing = pytest.importorskip("engine.testing", reason="engine.testing (tiny checkpoints) is not available")
+    testing = pytest.importorskip("dg_lsp.engine.testing", reason="dg_lsp.engine.testing (tiny checkpoints) is not available")
     checkpoint = testing.write_tiny_checkpoint(tmp_path / "ckpt", family="dg", seed=0)
     run_case(tmp_path, "engine", DG_CKPT=str(checkpoint))

@@ -1,6 +1,6 @@
 import pytest
 
-from engine.testing import write_tiny_checkpoint
+from dg_lsp.engine.testing import write_tiny_checkpoint
 
 
 @pytest.fixture(scope="session")

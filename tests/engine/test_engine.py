@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from engine.engine import load
-from engine.errors import InfillCancelled, RequestError
-from engine.request import Hole, InfillRequest, SamplerConfig
+from dg_lsp.engine.engine import load
+from dg_lsp.engine.errors import InfillCancelled, RequestError
+from dg_lsp.engine.request import Hole, InfillRequest, SamplerConfig
 
 PREFIX = "import sys\n\n\ndef main(argv=None):\n    args = sys.argv[1:] if argv is None else argv\n    for name in args:\n"
 SUFFIX = "\n    return 0\n"

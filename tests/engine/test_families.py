@@ -5,11 +5,11 @@ import json
 import pytest
 from tokenizers import Tokenizer as HFTokenizer
 
-from engine.config import FAMILIES, config_from_dict, load_config
-from engine.engine import load
-from engine.errors import ConfigError
-from engine.prompt import build_layout, predictor_rows
-from engine.request import Hole, InfillRequest
+from dg_lsp.engine.config import FAMILIES, config_from_dict, load_config
+from dg_lsp.engine.engine import load
+from dg_lsp.engine.errors import ConfigError
+from dg_lsp.engine.prompt import build_layout, predictor_rows
+from dg_lsp.engine.request import Hole, InfillRequest
 
 PREFIX = "def add(a, b):\n    "
 SUFFIX = "\n\nprint(add(1, 2))\n"

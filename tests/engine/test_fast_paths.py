@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-import kernels
-from engine.engine import load
-from engine.graphs import CAPACITY_STEP, StepGraphs
-from engine.request import Hole, InfillRequest, SamplerConfig
-from engine.testing import write_tiny_checkpoint
+from dg_lsp import kernels
+from dg_lsp.engine.engine import load
+from dg_lsp.engine.graphs import CAPACITY_STEP, StepGraphs
+from dg_lsp.engine.request import Hole, InfillRequest, SamplerConfig
+from dg_lsp.engine.testing import write_tiny_checkpoint
 
 PREFIX = "def read_lines(path):\n    with open(path, encoding=\"utf-8\") as f:\n        return"
 SUFFIX = "\n\n\ndef main(argv=None):\n    return 0\n"
@@ -34,7 +34,7 @@ def test_triton_kernels_commit_the_same_tokens(ckpt, monkeypatch, request_index)
     expected = canvases(plain, REQUESTS[request_index], sampler)
     fast = load(ckpt, device="cpu")
     triton_ops = kernels._triton_ops()
-    monkeypatch.setattr("engine.model.ops_for", lambda device: triton_ops)
+    monkeypatch.setattr("dg_lsp.engine.model.ops_for", lambda device: triton_ops)
     assert fast.model.ops(torch.zeros(1)) is triton_ops
     assert canvases(fast, REQUESTS[request_index], sampler) == expected
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine.engine import load
-from engine.errors import CheckpointError, ConfigError, TokenizerError
-from engine.request import InfillRequest
-from engine.testing import write_tiny_checkpoint
+from dg_lsp.engine.engine import load
+from dg_lsp.engine.errors import CheckpointError, ConfigError, TokenizerError
+from dg_lsp.engine.request import InfillRequest
+from dg_lsp.engine.testing import write_tiny_checkpoint
 
 REQ = InfillRequest.at_cursor("def main():\n    ", "\n    return 0\n", 6)
 

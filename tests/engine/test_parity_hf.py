@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from engine.config import load_config
-from engine.engine import load
-from engine.loader import load_weights
-from engine.model import Transformer
+from dg_lsp.engine.config import load_config
+from dg_lsp.engine.engine import load
+from dg_lsp.engine.loader import load_weights
+from dg_lsp.engine.model import Transformer
 
 transformers = pytest.importorskip("transformers")
 
@@ -71,8 +71,8 @@ def test_bidirectional_is_the_causal_computation_without_the_mask(tmp_path, arch
 
 def test_engine_cached_canvas_rows_equal_the_full_forward(tiny_dirs):
     """denoise() over cached context K/V gives the rows a full forward under the family mask gives."""
-    from engine.prompt import attention_mask, build_layout
-    from engine.request import InfillRequest
+    from dg_lsp.engine.prompt import attention_mask, build_layout
+    from dg_lsp.engine.request import InfillRequest
 
     eng = load(tiny_dirs["dg"], device="cpu", dtype="float64")
     layout = build_layout(InfillRequest.at_cursor("def f(x):\n    return", "\n\nprint(f(2))\n", 7),

@@ -5,10 +5,10 @@ The reference loops rank by confidence alone, so the engine runs with ends_in_or
 import pytest
 import torch
 
-from engine.engine import load
-from engine.prompt import build_layout
-from engine.reference import reference_infill
-from engine.request import Hole, InfillRequest, SamplerConfig
+from dg_lsp.engine.engine import load
+from dg_lsp.engine.prompt import build_layout
+from dg_lsp.engine.reference import reference_infill
+from dg_lsp.engine.request import Hole, InfillRequest, SamplerConfig
 
 REQUESTS = [
     InfillRequest.at_cursor("def read_lines(path):\n    with open(path) as f:\n        return", "\n\n\nmain()\n", 9),

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from engine.request import SamplerConfig
-from engine.sampler import Proposal, commit_count, held_back_ends, propose, top_p_filter, update_canvas
+from dg_lsp.engine.request import SamplerConfig
+from dg_lsp.engine.sampler import Proposal, commit_count, held_back_ends, propose, top_p_filter, update_canvas
 
 
 def llada_num_transfer_tokens(n: int, steps: int) -> list[int]:

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels import naive, triton_available
+from dg_lsp.kernels import naive, triton_available
 
 ON_CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if ON_CUDA else "cpu")
@@ -35,7 +35,7 @@ def _inputs(b, hq, hkv, c, cap, d, dtype, n_valid, seed=0):
 @pytest.mark.parametrize("case", CASES, ids=str)
 @pytest.mark.parametrize("ctx", ["full", "partial", "empty", "tensor"])
 def test_canvas_attention_matches_naive(dtype, case, ctx, assert_close):
-    from kernels.attention import canvas_attention
+    from dg_lsp.kernels.attention import canvas_attention
 
     b, hq, hkv, c, cap, d = case
     n = {"full": cap, "partial": cap // 3 + 1, "empty": 0, "tensor": cap - 5}[ctx]
@@ -52,7 +52,7 @@ def test_canvas_attention_matches_naive(dtype, case, ctx, assert_close):
 def test_canvas_attention_key_splits(num_splits, n_valid, assert_close):
     """Flash-decoding splits with small tiles: splits that straddle the context/canvas boundary, and
     splits left empty by a short context, must merge to the same result."""
-    from kernels.attention import _canvas_attention
+    from dg_lsp.kernels.attention import _canvas_attention
 
     q, k_ctx, v_ctx, k_can, v_can = _inputs(1, 14, 2, 9, 29, 32, torch.float32, n_valid, seed=3)
     out = _canvas_attention(q, k_ctx, v_ctx, k_can, v_can, 0.2, n_valid, num_splits=num_splits, block_n=16)
@@ -63,7 +63,7 @@ def test_canvas_attention_key_splits(num_splits, n_valid, assert_close):
 @needs_triton
 def test_canvas_attention_empty_cache(assert_close):
     """L == 0 (no prefix or suffix yet): the canvas attends to itself."""
-    from kernels.attention import canvas_attention
+    from dg_lsp.kernels.attention import canvas_attention
 
     q, k_ctx, v_ctx, k_can, v_can = _inputs(1, 14, 2, 5, 0, 32, torch.float32, 0)
     out = canvas_attention(q, k_ctx, v_ctx, k_can, v_can, 0.2)
@@ -73,7 +73,7 @@ def test_canvas_attention_empty_cache(assert_close):
 @needs_triton
 def test_canvas_attention_strided_views(assert_close):
     """q/k/v as [B, T, H, D] projections viewed as [B, H, T, D] (last dim contiguous): no copies needed."""
-    from kernels.attention import canvas_attention
+    from dg_lsp.kernels.attention import canvas_attention
 
     g = torch.Generator().manual_seed(5)
     q = torch.randn(1, 6, 4, 32, generator=g).to(DEVICE).transpose(1, 2)
@@ -85,7 +85,7 @@ def test_canvas_attention_strided_views(assert_close):
 
 @needs_triton
 def test_canvas_attention_rejects_bad_ctx_len():
-    from kernels.attention import canvas_attention
+    from dg_lsp.kernels.attention import canvas_attention
 
     q, k_ctx, v_ctx, k_can, v_can = _inputs(1, 2, 2, 3, 8, 32, torch.float32, 8)
     with pytest.raises(ValueError, match="ctx_len"):

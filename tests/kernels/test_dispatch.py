@@ -1,4 +1,4 @@
-"""kernels.ops_for: one dispatch point, same names and signatures on both sides."""
+"""dg_lsp.kernels.ops_for: one dispatch point, same names and signatures on both sides."""
 
 import ast
 import inspect
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import kernels
-from kernels import naive
+from dg_lsp import kernels
+from dg_lsp.kernels import naive
 
 OPS = ["rms_norm", "rope", "canvas_attention", "lm_head_epilogue"]
 
@@ -28,19 +28,34 @@ def test_cuda_gets_triton_unless_forced_naive(monkeypatch):
     assert fast is not naive
     assert fast.TokenStats is naive.TokenStats
     for name in OPS:
-        assert getattr(fast, name).__module__.startswith("kernels.") and getattr(fast, name) is not getattr(naive, name)
+        assert getattr(fast, name).__module__.startswith("dg_lsp.kernels.") and getattr(fast, name) is not getattr(naive, name)
         assert inspect.signature(getattr(fast, name)) == inspect.signature(getattr(naive, name)), name
     monkeypatch.setenv("KERNELS_FORCE_NAIVE", "1")
     assert kernels.ops_for("cuda:0") is naive
 
 
-def test_kernels_import_nothing_from_the_project():
-    """Imports go one way: dg_lsp -> engine -> kernels."""
-    for path in Path(kernels.__file__).parent.glob("*.py"):
+def _project_imports(folder: Path) -> dict[str, set[str]]:
+    """file name -> the dg_lsp modules it imports (absolute imports; the project uses no relative ones)."""
+    out = {}
+    for path in folder.glob("*.py"):
+        names = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] \
-                if isinstance(node, ast.ImportFrom) else []
-            assert not any(n.split(".")[0] in ("dg_lsp", "engine") for n in names), f"{path.name} imports {names}"
+            if isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                names.update(f"{node.module}.{a.name}" for a in node.names)
+        out[path.name] = {n for n in names if n.split(".")[0] in ("dg_lsp", "engine", "kernels", "training")}
+    return out
+
+
+def test_imports_go_one_way():
+    """dg_lsp (server) -> dg_lsp.engine -> dg_lsp.kernels; the engine and kernels never import the server
+    (the GPU machines run them from a source tree without the server's dependencies)."""
+    root = Path(kernels.__file__).parent.parent
+    for name, names in _project_imports(root / "kernels").items():
+        assert all(n.startswith("dg_lsp.kernels.") for n in names), f"kernels/{name} imports {names}"
+    for name, names in _project_imports(root / "engine").items():
+        assert all(n.startswith(("dg_lsp.engine.", "dg_lsp.kernels.")) for n in names), f"engine/{name} imports {names}"
 
 
 def test_without_triton_modules_import_and_launchers_raise():
@@ -48,10 +63,11 @@ def test_without_triton_modules_import_and_launchers_raise():
     code = """
 import sys
 sys.modules["triton"] = None  # makes `import triton` raise ImportError
-import torch, kernels
-from kernels import naive
-from kernels.rmsnorm import rms_norm
-import kernels.attention, kernels.epilogue, kernels.rope
+import torch
+from dg_lsp import kernels
+from dg_lsp.kernels import naive
+from dg_lsp.kernels.rmsnorm import rms_norm
+import dg_lsp.kernels.attention, dg_lsp.kernels.epilogue, dg_lsp.kernels.rope
 assert not kernels.triton_available()
 assert kernels.ops_for("cuda") is naive
 try:

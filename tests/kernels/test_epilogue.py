@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kernels import naive, triton_available
+from dg_lsp.kernels import naive, triton_available
 
 ON_CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if ON_CUDA else "cpu")
@@ -53,7 +53,7 @@ def _check(stats, hidden, weight, temperature, softcap, assert_close):
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("temperature,softcap", [(0.0, None), (0.0, 30.0), (0.7, 5.0)])
 def test_epilogue_matches_naive(dtype, shape, temperature, softcap, assert_close):
-    from kernels.epilogue import lm_head_epilogue
+    from dg_lsp.kernels.epilogue import lm_head_epilogue
 
     hidden, weight = _inputs(*shape, dtype)
     stats = lm_head_epilogue(hidden, weight, temperature=temperature, softcap=softcap, seed=11)
@@ -65,7 +65,7 @@ def test_epilogue_matches_naive(dtype, shape, temperature, softcap, assert_close
 def test_epilogue_vocab_chunking(block_v, tiles_per_chunk, assert_close):
     """Many chunks, multi-tile chunks and a single chunk all merge to the same statistics (70 rows:
     two row blocks, the second one mostly padding)."""
-    from kernels.epilogue import _lm_head_epilogue
+    from dg_lsp.kernels.epilogue import _lm_head_epilogue
 
     hidden, weight = _inputs(70, 200, 32, torch.float32, seed=2)
     stats = _lm_head_epilogue(hidden, weight, temperature=0.9, seed=4, block_v=block_v,
@@ -76,7 +76,7 @@ def test_epilogue_vocab_chunking(block_v, tiles_per_chunk, assert_close):
 @needs_triton
 def test_epilogue_ties_go_to_lowest_token_id():
     """Duplicate LM-head rows tie exactly: argmax is the first, margin is 0 (as torch.argmax/topk)."""
-    from kernels.epilogue import _lm_head_epilogue
+    from dg_lsp.kernels.epilogue import _lm_head_epilogue
 
     hidden, weight = _inputs(4, 200, 32, torch.float32, seed=9)
     weight[150:154] = 0  # logit 0: never the argmax, so `best` lies outside the rows overwritten next
@@ -110,7 +110,7 @@ def test_epilogue_sample_distribution(impl):
     if impl == "triton":
         from functools import partial
 
-        from kernels.epilogue import _lm_head_epilogue
+        from dg_lsp.kernels.epilogue import _lm_head_epilogue
 
         fn = partial(_lm_head_epilogue, block_v=16)  # V = 12: a 16-wide tile, 4x less interpreter work
     else:
@@ -144,7 +144,7 @@ def test_naive_epilogue_is_softmax_stats():
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
 def test_banned_token_is_never_proposed_and_takes_no_mass(temperature, assert_close):
     """The mask token leaves the distribution: ban each row's own argmax and the stats renormalise."""
-    from kernels.epilogue import _lm_head_epilogue
+    from dg_lsp.kernels.epilogue import _lm_head_epilogue
 
     hidden, weight = _inputs(1, 300, 32, torch.float32, seed=5)
     banned = int((hidden @ weight.T).argmax())

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kernels import naive, triton_available
+from dg_lsp.kernels import naive, triton_available
 
 ON_CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if ON_CUDA else "cpu")
@@ -28,7 +28,7 @@ def _inputs(rows, d, dtype, seed=0):
 @pytest.mark.parametrize("d", DIMS)
 @pytest.mark.parametrize("with_residual", [False, True])
 def test_rms_norm_matches_naive(dtype, rows, d, with_residual, assert_close):
-    from kernels.rmsnorm import rms_norm
+    from dg_lsp.kernels.rmsnorm import rms_norm
 
     x, r, w = _inputs(rows, d, dtype)
     res = r if with_residual else None
@@ -41,7 +41,7 @@ def test_rms_norm_matches_naive(dtype, rows, d, with_residual, assert_close):
 @needs_triton
 def test_rms_norm_leading_dims_and_strided_rows(assert_close):
     """[B, T, D] input and a row-strided view (a slice of a wider buffer) take the same path."""
-    from kernels.rmsnorm import rms_norm
+    from dg_lsp.kernels.rmsnorm import rms_norm
 
     buf = torch.randn(2, 7, 80, device=DEVICE)
     x = buf[..., :64]  # last dim contiguous, rows strided by 80
@@ -56,7 +56,7 @@ def test_rms_norm_leading_dims_and_strided_rows(assert_close):
 
 @needs_triton
 def test_rms_norm_without_residual_returns_x_as_h():
-    from kernels.rmsnorm import rms_norm
+    from dg_lsp.kernels.rmsnorm import rms_norm
 
     x, _, w = _inputs(5, 32, torch.float32)
     _, h = rms_norm(x, w, 1e-6)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kernels import naive, triton_available
+from dg_lsp.kernels import naive, triton_available
 
 ON_CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if ON_CUDA else "cpu")
@@ -31,7 +31,7 @@ def _tables(b, t, d, batched, theta=10000.0, seed=0):
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("batched", [False, True])
 def test_rope_matches_naive(dtype, shape, batched, assert_close):
-    from kernels.rope import rope
+    from dg_lsp.kernels.rope import rope
 
     b, h, t, d = shape
     x = torch.randn(shape, generator=torch.Generator().manual_seed(1)).to(DEVICE, dtype)
@@ -42,7 +42,7 @@ def test_rope_matches_naive(dtype, shape, batched, assert_close):
 @needs_triton
 def test_rope_strided_input_keeps_layout(assert_close):
     """q is usually a [B, T, H, D] projection viewed as [B, H, T, D]: no copy, same layout out."""
-    from kernels.rope import rope
+    from dg_lsp.kernels.rope import rope
 
     x = torch.randn(2, 5, 3, 32, device=DEVICE).transpose(1, 2)  # [B, H, T, D], non-contiguous
     cos, sin = (z.to(DEVICE) for z in _tables(2, 5, 32, batched=True))

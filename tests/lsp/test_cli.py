@@ -72,7 +72,7 @@ def test_tcp_server_answers_initialize():
 
 
 def test_doctor_reports_device_model_kernels_and_a_timed_infill(tmp_path):
-    testing = pytest.importorskip("engine.testing", reason="engine.testing is not available yet")
+    testing = pytest.importorskip("dg_lsp.engine.testing", reason="dg_lsp.engine.testing is not available yet")
     checkpoint = testing.write_tiny_checkpoint(tmp_path / "ckpt")
     out = subprocess.run([sys.executable, "-m", "dg_lsp.cli", "doctor", "--model", str(checkpoint), "--device", "cpu"],
                          capture_output=True, text=True, timeout=600)

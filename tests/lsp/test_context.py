@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.request import Hole, InfillRequest
+from dg_lsp.engine.request import Hole, InfillRequest
 from dg_lsp.context import build_cursor_context, cache_key, choose_mode, fit_request
 from dg_lsp.options import ContextOptions
 from dg_lsp.text import Document, DocumentStore, Position

@@ -9,7 +9,7 @@ from dg_lsp.edits import EditError, apply_edits, find_holes, plan_edits, plan_ho
 from dg_lsp.options import ContextOptions, HolesOptions, RewriteOptions
 from dg_lsp.postprocess import Completion
 from dg_lsp.text import Document
-from engine.request import SamplerConfig
+from dg_lsp.engine.request import SamplerConfig
 
 SOURCE = "import os\n\ndef f(x):\n    y = x + 1\n    return y\n\nprint(f(2))\n"
 

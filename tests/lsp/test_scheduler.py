@@ -10,8 +10,8 @@ import pytest
 
 from dg_lsp.backend import FakeBackend
 from dg_lsp.scheduler import BackendUnavailable, Cancelled, Job, Scheduler, Superseded
-from engine.errors import InfillCancelled
-from engine.request import InfillRequest, SamplerConfig
+from dg_lsp.engine.errors import InfillCancelled
+from dg_lsp.engine.request import InfillRequest, SamplerConfig
 
 
 class GatedBackend(FakeBackend):

@@ -18,7 +18,7 @@ from dg_lsp.text import Document, Position
 from .conftest import (SERVER_COMMAND, as_dict, cancel_once_started, change_doc, initialize, inline_params, open_doc,
                        settled_stats, stats, wait_for_state)
 
-testing = pytest.importorskip("engine.testing", reason="engine.testing (tiny checkpoints) is not available yet")
+testing = pytest.importorskip("dg_lsp.engine.testing", reason="dg_lsp.engine.testing (tiny checkpoints) is not available yet")
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

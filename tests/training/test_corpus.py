@@ -1,4 +1,4 @@
-"""training.corpus on small temporary trees: a fake stdlib directory and a fake site directory."""
+"""dg_lsp.training.corpus on small temporary trees: a fake stdlib directory and a fake site directory."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from training.corpus import (
+from dg_lsp.training.corpus import (
     MAX_FILE_BYTES,
     MAX_LINE_CHARS,
     STDLIB,

@@ -1,6 +1,6 @@
 """The evaluation's task maker, exact-match rule, baseline and context fitting."""
 
-from training.evaluate import Task, baseline_answer, exact, frequency_baseline, make_tasks, similarity
+from dg_lsp.training.evaluate import Task, baseline_answer, exact, frequency_baseline, make_tasks, similarity
 
 FILE = ("import os\n\n\ndef f(x):\n    if x:\n        return os.path.join(x, 'a')\n    return None\n\n\n"
         "class A:\n    def g(self):\n        self.value = 1\n        return self.value\n")

@@ -1,4 +1,4 @@
-"""training.tokenizer on a tiny corpus: fixed special ids, exact round trip, literal special-token text."""
+"""dg_lsp.training.tokenizer on a tiny corpus: fixed special ids, exact round trip, literal special-token text."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from training.corpus import SourceFile
-from training.tokenizer import (
+from dg_lsp.training.corpus import SourceFile
+from dg_lsp.training.tokenizer import (
     MASK_ID,
     SPECIAL_TOKENS,
     check_special_tokens,

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.engine import Engine
-from engine.testing import SAMPLE_CODE, tiny_tokenizer
-from engine.tokenizer import Tokenizer
-from training.examples import ExampleSpec, make_example
-from training.train import SPECIAL, ModelShape, TrainConfig, Trainer, export
+from dg_lsp.engine.engine import Engine
+from dg_lsp.engine.testing import SAMPLE_CODE, tiny_tokenizer
+from dg_lsp.engine.tokenizer import Tokenizer
+from dg_lsp.training.examples import ExampleSpec, make_example
+from dg_lsp.training.train import SPECIAL, ModelShape, TrainConfig, Trainer, export
 
 TEXTS = [SAMPLE_CODE, SAMPLE_CODE.replace("total", "count").replace("name", "path"), SAMPLE_CODE.upper()]
 
@@ -77,8 +77,7 @@ def test_exported_model_loads_in_the_engine(tmp_path, tok):
     trainer.train()
     tok.hf.save(str(tmp_path / "tok.json"))
     export(trainer, tmp_path / "tok.json", tmp_path / "model")
-    import engine
-
+    from dg_lsp import engine
     eng = engine.load(tmp_path / "model", device="cpu")
     assert isinstance(eng, Engine) and eng.cfg.family.name == "dg"
     assert len(eng.complete(engine.InfillRequest.at_cursor("def main(", "):\n", 4)).texts) == 1
