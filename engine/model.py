@@ -110,18 +110,25 @@ class Transformer(nn.Module):
         out = self._run(tokens, positions, attend)
         return (cache, out) if want_hidden else cache
 
-    def denoise(self, tokens: Tensor, positions: Tensor, ctx: KVCache, ctx_len: int | Tensor | None = None) -> Tensor:
+    def denoise(self, tokens: Tensor, positions: Tensor, ctx: KVCache, ctx_len: int | Tensor | None = None,
+                keep: Tensor | None = None) -> Tensor | tuple[Tensor, KVCache]:
         """Final-norm hidden states [B, C, D] of the active rows, attending to ctx and to each other.
 
         ctx_len: how many rows of the cache are valid (None: all). A 0-dim device tensor lets a captured
-        CUDA graph replay against a cache buffer with spare capacity."""
+        CUDA graph replay against a cache buffer with spare capacity. With `keep` (indices into the
+        active rows) also the K/V of those rows: context rows encoded beside the canvas."""
         scale = self.cfg.head_dim ** -0.5
         ops = self.ops(self.tok_embeddings.weight)
+        kept = KVCache([], [])
 
         def attend(i: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+            if keep is not None:
+                kept.k.append(k[:, :, keep])
+                kept.v.append(v[:, :, keep])
             return ops.canvas_attention(q, ctx.k[i], ctx.v[i], k, v, scale, ctx_len)  # [B, H, C, Dh]
 
-        return self._run(tokens, positions, attend)
+        out = self._run(tokens, positions, attend)
+        return out if keep is None else (out, kept)
 
     def _run(self, tokens: Tensor, positions: Tensor, attend) -> Tensor | None:
         """The blocks in order; `attend(layer, q, k, v)` is the mode's attention (None: stop there).

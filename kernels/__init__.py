@@ -1,8 +1,9 @@
-"""Kernels: Triton on CUDA, torch reference (`kernels.naive`) everywhere else.
+"""Kernels: Triton on CUDA, plain torch elsewhere (`kernels.naive`, the references, with the CPU fast
+paths of `kernels.cpu`).
 
-`ops_for(device)` is the one dispatch point. Both implementations expose the same names:
-rms_norm, rope, canvas_attention, lm_head_epilogue, TokenStats. Set KERNELS_FORCE_NAIVE=1 to take the
-reference path on CUDA too (debugging, A/B checks). This package imports nothing from dg_lsp or engine.
+`ops_for(device)` is the one dispatch point. Every kernel set exposes the same names: rms_norm, rope,
+canvas_attention, lm_head_epilogue, TokenStats. Set KERNELS_FORCE_NAIVE=1 to take the references on every
+device (debugging, A/B checks). This package imports nothing from the server or the engine.
 """
 
 from __future__ import annotations
@@ -56,18 +57,29 @@ def _triton_ops() -> SimpleNamespace:
     from dg_lsp.kernels.rope import rope
 
     return SimpleNamespace(
-        rms_norm=rms_norm, rope=rope, canvas_attention=canvas_attention,
+        name="triton", rms_norm=rms_norm, rope=rope, canvas_attention=canvas_attention,
         lm_head_epilogue=lm_head_epilogue, TokenStats=TokenStats,
     )
 
 
+@functools.cache
+def _cpu_ops() -> SimpleNamespace:
+    from dg_lsp.kernels import cpu, naive
+
+    return SimpleNamespace(
+        name="torch (fast CPU epilogue)", rms_norm=naive.rms_norm, rope=naive.rope, canvas_attention=naive.canvas_attention,
+        lm_head_epilogue=cpu.lm_head_epilogue, TokenStats=naive.TokenStats,
+    )
+
+
 def ops_for(device: torch.device | str):
-    """The kernel set for `device`: Triton launchers on CUDA (if triton imports), else kernels.naive."""
+    """The kernel set for `device`: Triton launchers on CUDA (if triton imports); on CPU the reference
+    with the fast epilogue of `kernels.cpu`; `kernels.naive` itself where forced or nothing better runs."""
     from dg_lsp.kernels import naive
 
-    use_triton = (
-        torch.device(device).type == "cuda"
-        and triton_available()
-        and os.environ.get("KERNELS_FORCE_NAIVE", "0") != "1"
-    )
-    return _triton_ops() if use_triton else naive
+    if os.environ.get("KERNELS_FORCE_NAIVE", "0") == "1":
+        return naive
+    kind = torch.device(device).type
+    if kind == "cuda" and triton_available():
+        return _triton_ops()
+    return _cpu_ops() if kind == "cpu" else naive

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+name = "torch reference"  # what `kernels.ops_for(...).name` reports for this set
+
 
 @dataclass(frozen=True)
 class TokenStats:
@@ -136,10 +138,20 @@ def lm_head_epilogue(
     Ties go to the lowest token id (torch.argmax), as in the fast path.
     This reference materialises [R, V] fp32 logits; the fast path never does.
     """
-    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
-        raise ValueError(f"expected hidden [R, D] and weight [V, D], got {tuple(hidden.shape)}, {tuple(weight.shape)}")
+    check_head_shapes(hidden, weight)
     dt = torch.promote_types(hidden.dtype, torch.float32)  # fp32, or fp64 for fp64 inputs (parity tests)
     logits = hidden.to(dt) @ weight.to(dt).T  # [R, V]
+    return stats_from_logits(logits, temperature=temperature, softcap=softcap, seed=seed, banned=banned)
+
+
+def check_head_shapes(hidden: Tensor, weight: Tensor) -> None:
+    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
+        raise ValueError(f"expected hidden [R, D] and weight [V, D], got {tuple(hidden.shape)}, {tuple(weight.shape)}")
+
+
+def stats_from_logits(logits: Tensor, *, temperature: float, softcap: float | None, seed: int,
+                      banned: int) -> TokenStats:
+    """lm_head_epilogue after the matmul: logits [R, V] in fp32 (or fp64) -> TokenStats."""
     if softcap:
         logits = softcap * torch.tanh(logits / softcap)
     if banned >= 0:
@@ -153,8 +165,8 @@ def lm_head_epilogue(
     second = top.values[:, 1] if probs.shape[-1] > 1 else torch.zeros_like(max_prob)
     entropy = -torch.where(probs > 0, probs * logp, 0.0).sum(-1)  # a banned token: 0 * -inf counts 0
     if temperature > 0:
-        gen = torch.Generator(device=hidden.device).manual_seed(seed)
-        u = torch.rand(z.shape, generator=gen, device=hidden.device, dtype=torch.float64)
+        gen = torch.Generator(device=logits.device).manual_seed(seed)
+        u = torch.rand(z.shape, generator=gen, device=logits.device, dtype=torch.float64)
         gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(torch.float64).tiny)))
         sample = (z.double() + gumbel).argmax(dim=-1)
     else:

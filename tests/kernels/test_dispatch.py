@@ -16,9 +16,18 @@ from dg_lsp.kernels import naive
 OPS = ["rms_norm", "rope", "canvas_attention", "lm_head_epilogue"]
 
 
-def test_cpu_gets_naive():
+def test_cpu_gets_the_references_with_the_fast_epilogue(monkeypatch):
+    from dg_lsp.kernels import cpu
+
+    monkeypatch.delenv("KERNELS_FORCE_NAIVE", raising=False)
+    ops = kernels.ops_for("cpu")
+    assert ops is kernels.ops_for(torch.device("cpu"))
+    assert ops.lm_head_epilogue is cpu.lm_head_epilogue
+    assert inspect.signature(cpu.lm_head_epilogue) == inspect.signature(naive.lm_head_epilogue)
+    for name in ("rms_norm", "rope", "canvas_attention", "TokenStats"):
+        assert getattr(ops, name) is getattr(naive, name), name
+    monkeypatch.setenv("KERNELS_FORCE_NAIVE", "1")
     assert kernels.ops_for("cpu") is naive
-    assert kernels.ops_for(torch.device("cpu")) is naive
 
 
 @pytest.mark.skipif(not kernels.triton_available(), reason="triton is not installed")
