@@ -1,53 +1,70 @@
-"""Engine speed, side by side in one run: (a) the reference sampler, (b) autoregressive decoding with a KV
-cache, (c) our engine — same model, same prompt, random weights of real shapes.
+"""Infill speed at real shapes with random weights, side by side in one run, on a CPU or a GPU.
 
-    python -m bench.bench_engine --shapes 0.5b,7b          # on a GPU (bf16)
-    python -m bench.bench_engine --shapes tiny --device cpu  # smoke run of the script itself
+    python -m bench.bench_engine --device cpu --shapes 0.5b,open-dcoder-0.5b,1.5b --dtypes bf16,fp32,int8
+    python -m bench.bench_engine --device cuda --shapes 0.5b,7b --dtypes bf16          # when a GPU is lent
+    python -m bench.bench_engine --device cpu --shapes tiny --repeat 1                 # smoke run
+    python -m bench.bench_engine --report bench/results/cpu-*.json --write BENCHMARKS.md --plot bench/results/cpu.png
 
-Prompt: a 1,000-token prefix and a 250-token suffix (random ids). Measured per shape:
-- single-line infill (32-token canvas) and multi-line infill (128-token canvas): p50 latency of each method;
-- tokens per forward: (a) and (b) commit one token per forward; (c) commits canvas/steps (with random
-  weights no confidence is meaningful, so the engine runs the fixed "even" schedule: 8 steps for the
-  32-token canvas, 16 for 128, 32 for 256);
-- tok/s on a 256-token canvas;
-- the floor: weight bytes / measured memory bandwidth, per forward, and times the forwards each method needs.
-Prints a markdown table (paste into BENCHMARKS.md with the device and date) and writes JSON with --out.
+Prompt: a 1,000-token prefix and a 200-token suffix (random ids). Per shape, dtype and canvas (16 tokens:
+single-line; 64: block; 256: long), p50 latency of:
+- (a) the reference sampler: a full forward over the whole layout per step, one token per step;
+- (b) autoregressive decoding with a KV cache at the same shape: cold (the prompt encoded), and warm
+  after a one-token edit at the cursor (the cache reused up to the edit; the prompt is suffix-first, so
+  the AR baseline re-encodes only the edit, its best case);
+- (c) our engine cold (no context cache);
+- (d) our engine warm after a one-token edit at the cursor (a token typed, then deleted: the suffix moves
+  by one position each time), with the family's default context reuse; for causal-context families also
+  (d') with approximate reuse (the suffix's K/V moved, not recomputed; engine.context_cache).
+Random weights have no confident tokens, so the engine runs the fixed "even" schedule at 4 tokens per
+forward (16 -> 4 steps, 64 -> 16, 256 -> 64), no early halt; a trained model with threshold commits
+decides its own count. Shapes: Qwen2.5-Coder-0.5B with our family's conventions (causal context, exact
+prefix reuse), the same shape with Open-dCoder's (bidirectional, shifted logits), Qwen2.5-Coder-1.5B with
+Open-dCoder's, 7B for GPUs. int8: torchao weight-only on the block linears (engine.quantize).
+Each configuration writes a JSON file (--out-dir); --report turns files into tables and a plot.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import statistics
 import sys
 import time
 from dataclasses import replace
-from datetime import date
+from datetime import datetime
 from pathlib import Path
 
 import torch
 
 from dg_lsp.engine.config import FAMILIES, ModelConfig
 from dg_lsp.engine.engine import Engine
-from dg_lsp.engine.model import Transformer
+from dg_lsp.engine.model import KVCache, Transformer
 from dg_lsp.engine.prompt import Layout
 from dg_lsp.engine.reference import reference_infill
 from dg_lsp.engine.request import SamplerConfig
 
-SHAPES = {  # Qwen2.5-Coder shapes (config.json of the released checkpoints)
-    "0.5b": dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                 num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True),
+QWEN_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True)
+SHAPES = {  # Qwen2.5-Coder shapes (config.json of the released checkpoints); family conventions per shape
+    "0.5b": dict(QWEN_05B),
+    "open-dcoder-0.5b": dict(QWEN_05B, family="open-dcoder"),
+    "1.5b": dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                 num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True, family="open-dcoder"),
     "7b": dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
                num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False),
     "tiny": dict(vocab_size=2048, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
                  num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True),
 }
-CANVAS_STEPS = {32: 8, 128: 16, 256: 32}
+DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
+          "float32": torch.float32}
+TOKENS_PER_FORWARD = 4
 
 
 def random_model(shape: str, device: torch.device, dtype: torch.dtype) -> Transformer:
-    dims = SHAPES[shape]
-    cfg = ModelConfig(family=FAMILIES["dg"], head_dim=dims["hidden_size"] // dims["num_attention_heads"],
+    dims = dict(SHAPES[shape])
+    family = FAMILIES[dims.pop("family", "dg")]
+    cfg = ModelConfig(family=family, head_dim=dims["hidden_size"] // dims["num_attention_heads"],
                       max_position_embeddings=4096, attention_bias=True, mask_id=3, pad_id=0, eos_id=2, bos_id=1,
                       rope_theta=1e6, name=f"random-{shape}", **dims)
     with torch.device("meta"):
@@ -63,11 +80,14 @@ def random_model(shape: str, device: torch.device, dtype: torch.dtype) -> Transf
     return model.eval()
 
 
-def layout(canvas: int, prefix: int, suffix: int, vocab: int, mask_id: int, seed: int = 0) -> Layout:
+def layout(canvas: int, prefix: int, suffix: int, vocab: int, mask_id: int, seed: int = 0,
+           typed: tuple[int, ...] = ()) -> Layout:
+    """[bos] prefix (+ typed) [mask]*canvas suffix, random ids (seeded: the same text every call)."""
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(4, vocab, (prefix + suffix,), generator=gen).tolist()
-    tokens = tuple([1] + ids[:prefix] + [mask_id] * canvas + ids[prefix:])
-    return Layout(tokens=tokens, holes=((prefix + 1, prefix + 1 + canvas),), init=((),))
+    before = [1] + ids[:prefix] + list(typed)
+    tokens = tuple(before + [mask_id] * canvas + ids[prefix:])
+    return Layout(tokens=tokens, holes=((len(before), len(before) + canvas),), init=((),))
 
 
 def timed(fn, device: torch.device, repeat: int) -> list[float]:
@@ -84,119 +104,212 @@ def timed(fn, device: torch.device, repeat: int) -> list[float]:
     return out
 
 
-@torch.inference_mode()
-def autoregressive(model: Transformer, lay: Layout, n_new: int) -> None:
-    """Baseline (b): encode prefix + suffix once (FIM-style prompt), then one token per forward."""
-    start, _ = lay.holes[0]
-    prompt = torch.tensor(lay.tokens[:start] + lay.tokens[start + n_new:], device=model.lm_head_weight.device)[None]
-    positions = torch.arange(prompt.shape[1], device=prompt.device)[None]
-    cache, hidden = model.encode(prompt, positions, want_hidden=True)
-    token = model.logits(hidden[:, -1]).argmax(-1, keepdim=True)
-    for i in range(n_new - 1):
-        pos = torch.full((1, 1), prompt.shape[1] + i, device=prompt.device)
-        cache, hidden = model.encode(token, pos, cache, want_hidden=True)
-        token = model.logits(hidden[:, -1]).argmax(-1, keepdim=True)
+class Autoregressive:
+    """Baseline (b): a suffix-first FIM prompt [bos] suffix prefix, greedy decoding with a KV cache.
+
+    The cache of the last prompt is kept, so a request whose prompt shares a token prefix with the last
+    one encodes only the rest (for a one-token edit at the cursor: one token)."""
+
+    def __init__(self, model: Transformer):
+        self.model, self.prompt, self.cache = model, (), None
+
+    @torch.inference_mode()
+    def __call__(self, lay: Layout, n_new: int) -> None:
+        start, end = lay.holes[0]
+        prompt = lay.tokens[:1] + lay.tokens[end:] + lay.tokens[1:start]
+        keep = 0
+        while keep < min(len(prompt), len(self.prompt)) - 1 and prompt[keep] == self.prompt[keep]:
+            keep += 1  # at least the last prompt token is encoded again: its hidden state starts decoding
+        dev = self.model.lm_head_weight.device
+        past = self.cache.truncate(keep) if keep and self.cache is not None else None
+        new = torch.tensor(prompt[keep:], device=dev)[None]
+        cache, hidden = self.model.encode(new, torch.arange(keep, len(prompt), device=dev)[None], past, want_hidden=True)
+        self.prompt, self.cache = prompt, cache
+        token = self.model.logits(hidden[:, -1]).argmax(-1, keepdim=True)
+        for i in range(n_new - 1):
+            pos = torch.full((1, 1), len(prompt) + i, device=dev)
+            cache, hidden = self.model.encode(token, pos, cache, want_hidden=True)
+            token = self.model.logits(hidden[:, -1]).argmax(-1, keepdim=True)
+        self.cache = KVCache([k[:, :, :len(prompt)] for k in cache.k], [v[:, :, :len(prompt)] for v in cache.v])
 
 
-def bandwidth_gbs(device: torch.device) -> float:
-    """Device memory bandwidth from a large copy: reads + writes over the time taken."""
-    n = (1 << 28) if device.type == "cuda" else (1 << 24)
-    src = torch.empty(n, dtype=torch.float32, device=device)
-    dst = torch.empty_like(src)
-    times = timed(lambda: dst.copy_(src), device, 10)
-    return 2 * n * 4 / (statistics.median(times) / 1e3) / 1e9
-
-
-def bench_shape(shape: str, device: torch.device, dtype: torch.dtype, repeat: int, prefix: int, suffix: int,
-                reference: bool) -> dict:
+def bench_config(shape: str, dtype_name: str, device: torch.device, canvases: list[int], reference: set[int],
+                 repeat: int, prefix: int, suffix: int) -> dict:
+    quantize = dtype_name == "int8"
+    dtype = torch.bfloat16 if quantize and device.type == "cpu" else DTYPES.get(dtype_name, torch.bfloat16)
     model = random_model(shape, device, dtype)
-    cfg = model.cfg
-    eng = Engine(model, tokenizer=None, cfg=cfg)
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    bw = bandwidth_gbs(device)
-    floor_ms = weight_bytes / (bw * 1e9) * 1e3
-    row = {"shape": shape, "params": sum(p.numel() for p in model.parameters()), "weight_gb": weight_bytes / 1e9,
-           "bandwidth_gbs": bw, "floor_ms_per_forward": floor_ms, "cuda_graphs": eng.graphs is not None}
-    for canvas in (32, 128, 256):
-        steps = CANVAS_STEPS[canvas]
-        lay = layout(canvas, prefix, suffix, cfg.vocab_size, cfg.mask_id)
-        sampler = SamplerConfig(steps=steps, halt_when_stable=False)
+    if quantize:
+        from dg_lsp.engine.quantize import quantize_model
 
-        def ours():
-            eng._context = None  # a fresh request each time: the context encode is part of the latency
+        quantize_model(model, "int8")
+    cfg = model.cfg
+    causal = cfg.family.context_attention == "causal"
+    engines = {"auto": Engine(model, tokenizer=None, cfg=cfg, quantize="int8" if quantize else None)}
+    if causal:
+        engines["approximate"] = Engine(model, tokenizer=None, cfg=cfg, context_reuse="approximate")
+    ar = Autoregressive(model)
+    row = {"shape": shape, "family": cfg.family.name, "dtype": dtype_name, "params": cfg.num_params(),
+           "prefix": prefix, "suffix": suffix}
+    for canvas in canvases:
+        steps = max(1, canvas // TOKENS_PER_FORWARD)
+        sampler = SamplerConfig(steps=steps, halt_when_stable=False)
+        base = layout(canvas, prefix, suffix, cfg.vocab_size, cfg.mask_id)
+        edited = layout(canvas, prefix, suffix, cfg.vocab_size, cfg.mask_id, typed=(1234,))
+        turn = [0]
+
+        def alternate():  # a token typed, then deleted: every call is one edit away from the last one
+            turn[0] += 1
+            return edited if turn[0] % 2 else base
+
+        def engine_run(eng: Engine, lay: Layout) -> None:
             for _ in eng.infill_layout(lay, sampler):
                 pass
 
-        row[f"engine_{canvas}_ms"] = statistics.median(timed(ours, device, repeat))
-        row[f"engine_{canvas}_tok_per_fwd"] = canvas / steps
-        row[f"ar_{canvas}_ms"] = statistics.median(timed(lambda: autoregressive(model, lay, canvas), device, repeat))
-        if reference and canvas <= 128:  # one full recompute per token: slow by design
-            row[f"reference_{canvas}_ms"] = statistics.median(
-                timed(lambda: reference_infill(model, cfg, lay, canvas), device, max(1, repeat // 3)))
-        row[f"floor_{canvas}_ms"] = floor_ms * steps
-        print(f"  {shape} canvas {canvas}: engine {row[f'engine_{canvas}_ms']:.1f} ms, "
-              f"AR {row[f'ar_{canvas}_ms']:.1f} ms, reference {row.get(f'reference_{canvas}_ms', float('nan')):.1f} ms",
-              file=sys.stderr)
-    row["engine_256_tok_per_s"] = 256 / (row["engine_256_ms"] / 1e3)
-    row["ar_256_tok_per_s"] = 256 / (row["ar_256_ms"] / 1e3)
-    del model, eng
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+        def cold():
+            engines["auto"].context.clear()
+            engine_run(engines["auto"], base)
+
+        def cold_ar():
+            ar.cache, ar.prompt = None, ()
+            ar(base, canvas)
+
+        results = {"c_engine_cold": cold, "b_ar_cold": cold_ar,
+                   "b_ar_warm": lambda: ar(alternate(), canvas)}
+        for name, eng in engines.items():
+            results[f"d_engine_warm_{name}"] = (lambda e: lambda: engine_run(e, alternate()))(eng)
+        for key, fn in results.items():
+            row[f"{key}_{canvas}"] = statistics.median(timed(fn, device, repeat))
+            print(f"  {shape} {dtype_name} canvas {canvas}: {key} {row[f'{key}_{canvas}']:.1f} ms", file=sys.stderr, flush=True)
+        if canvas in reference:
+            t = timed(lambda: reference_infill(model, cfg, base, canvas), device, 1)
+            row[f"a_reference_{canvas}"] = statistics.median(t)
+            print(f"  {shape} {dtype_name} canvas {canvas}: reference {row[f'a_reference_{canvas}']:.1f} ms",
+                  file=sys.stderr, flush=True)
     return row
 
 
-def table(rows: list[dict], meta: dict) -> str:
-    out = [f"Device: {meta['device']}; dtype {meta['dtype']}; prompt {meta['prefix']}+{meta['suffix']} tokens; "
-           f"{meta['date']}; `{meta['command']}`", "",
-           "| shape | method | single-line (32) p50 ms | multi-line (128) p50 ms | tokens/forward | tok/s @256 canvas |",
-           "|---|---|---|---|---|---|"]
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def device_line(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    from dg_lsp.engine.device import cpu_bf16_flags
+
+    flags = "+".join(cpu_bf16_flags()) or "no native bf16"
+    return f"{cpu_name()}, {torch.get_num_threads()} threads, {flags}, torch {torch.__version__}"
+
+
+# ---------------------------------------------------------------- report: tables and the plot
+
+METHODS = [("a_reference", "(a) reference sampler"), ("b_ar_cold", "(b) autoregressive, cold"),
+           ("b_ar_warm", "(b) autoregressive, warm"), ("c_engine_cold", "(c) engine, cold"),
+           ("d_engine_warm_auto", "(d) engine, warm"), ("d_engine_warm_approximate", "(d') engine, warm, approximate reuse")]
+
+
+def report(files: list[Path]) -> tuple[str, list[dict]]:
+    runs = [json.loads(f.read_text()) for f in files]
+    rows = [r["row"] for r in runs]
+    meta = runs[0]["meta"]
+    canvases = sorted({int(k.rsplit("_", 1)[1]) for r in rows for k in r if k[:2] in ("a_", "b_", "c_", "d_")})
+    out = [f"Device: {meta['device']}. Prompt {meta['prefix']} + {meta['suffix']} tokens, random weights, "
+           f"{TOKENS_PER_FORWARD} tokens per forward. {meta['date']}. Commands: "
+           + "; ".join(sorted({f"`{r['meta']['command']}`" for r in runs})), "",
+           "p50 ms (one run, median of its repeats; the reference: one repeat):", "",
+           "| shape | family | dtype | method | " + " | ".join(f"canvas {c}" for c in canvases) + " |",
+           "|---|---|---|---|" + "---|" * len(canvases)]
     for r in rows:
-        out.append(f"| {r['shape']} | (c) engine | {r['engine_32_ms']:.1f} | {r['engine_128_ms']:.1f} | "
-                   f"{r['engine_32_tok_per_fwd']:.0f}/{r['engine_128_tok_per_fwd']:.0f}/{r['engine_256_tok_per_fwd']:.0f} | "
-                   f"{r['engine_256_tok_per_s']:.0f} |")
-        out.append(f"| {r['shape']} | (b) autoregressive + KV cache | {r['ar_32_ms']:.1f} | {r['ar_128_ms']:.1f} | 1 | "
-                   f"{r['ar_256_tok_per_s']:.0f} |")
-        if "reference_32_ms" in r:
-            out.append(f"| {r['shape']} | (a) reference sampler | {r['reference_32_ms']:.1f} | "
-                       f"{r['reference_128_ms']:.1f} | 1 | – |")
-        out.append(f"| {r['shape']} | floor (weights / {r['bandwidth_gbs']:.0f} GB/s per forward) | "
-                   f"{r['floor_32_ms']:.2f} | {r['floor_128_ms']:.2f} | – | – |")
-    out += ["", "| shape | engine vs (a) single-line | engine vs (b) single-line | engine vs (b) multi-line |",
-            "|---|---|---|---|"]
+        for key, label in METHODS:
+            cells = [r.get(f"{key}_{c}") for c in canvases]
+            if any(v is not None for v in cells):
+                out.append(f"| {r['shape']} | {r['family']} | {r['dtype']} | {label} | "
+                           + " | ".join("–" if v is None else f"{v:,.0f}" for v in cells) + " |")
+    out += ["", "Ratios (higher: our engine faster):", "",
+            "| shape | dtype | canvas | warm engine vs warm AR | cold engine vs cold AR | engine vs reference |",
+            "|---|---|---|---|---|---|"]
     for r in rows:
-        ref = f"{r['reference_32_ms'] / r['engine_32_ms']:.1f}x" if "reference_32_ms" in r else "–"
-        out.append(f"| {r['shape']} | {ref} | {r['ar_32_ms'] / r['engine_32_ms']:.1f}x | "
-                   f"{r['ar_128_ms'] / r['engine_128_ms']:.1f}x |")
-    return "\n".join(out)
+        for c in canvases:
+            if f"c_engine_cold_{c}" not in r:
+                continue
+            warm = min(r[k] for k in (f"d_engine_warm_auto_{c}", f"d_engine_warm_approximate_{c}") if k in r)
+            ref = f"{r[f'a_reference_{c}'] / r[f'c_engine_cold_{c}']:.1f}x" if f"a_reference_{c}" in r else "–"
+            out.append(f"| {r['shape']} | {r['dtype']} | {c} | {r[f'b_ar_warm_{c}'] / warm:.1f}x | "
+                       f"{r[f'b_ar_cold_{c}'] / r[f'c_engine_cold_{c}']:.1f}x | {ref} |")
+    return "\n".join(out), rows
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.8), squeeze=False)
+    for ax, r in zip(axes[0], rows):
+        for key, label in METHODS[1:]:
+            pts = sorted((int(k.rsplit("_", 1)[1]), v) for k, v in r.items() if k.rsplit("_", 1)[0] == key)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] / 1e3 for p in pts], marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"{r['shape']} ({r['family']}), {r['dtype']}", fontsize=9)
+        ax.set_xlabel("canvas / new tokens")
+        ax.set_ylabel("p50 seconds")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Engine vs reference sampler vs autoregressive decoding.")
-    parser.add_argument("--shapes", default="0.5b,7b")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--repeat", type=int, default=10)
-    parser.add_argument("--prefix", type=int, default=1000)
-    parser.add_argument("--suffix", type=int, default=250)
-    parser.add_argument("--no-reference", action="store_true", help="skip (a), the slowest part")
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args(argv)
+    p = argparse.ArgumentParser(description="Engine vs reference sampler vs autoregressive decoding, cold and warm.")
+    p.add_argument("--shapes", default="0.5b")
+    p.add_argument("--dtypes", default="bf16", help="comma list of bf16, fp32, fp16, int8 (int8: bf16 compute)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--canvases", default="16,64", help="canvas lengths (tokens); AR decodes as many")
+    p.add_argument("--reference", default="16", help="canvases at which to run (a), slow by design ('' for none)")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--prefix", type=int, default=1000)
+    p.add_argument("--suffix", type=int, default=200)
+    p.add_argument("--out-dir", type=Path, default=Path("bench/results"))
+    p.add_argument("--tag", default=None, help="file name prefix (default: the device type)")
+    p.add_argument("--report", type=Path, nargs="*", help="JSON files to turn into tables (no measuring)")
+    p.add_argument("--write", type=Path, default=None, help="with --report: append the tables to this file")
+    p.add_argument("--plot", type=Path, default=None, help="with --report: write the plot here")
+    args = p.parse_args(argv)
+    if args.report is not None:
+        text, rows = report(args.report)
+        print(text)
+        if args.plot:
+            plot(rows, args.plot)
+        if args.write:
+            with args.write.open("a", encoding="utf-8") as f:
+                f.write("\n" + text + "\n")
+        return 0
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print("bench_engine: no CUDA device here; the figures are for a GPU (use --shapes tiny --device cpu "
-              "to smoke-test the script)", file=sys.stderr)
+        print("bench_engine: no CUDA device here (use --device cpu)", file=sys.stderr)
         return 2
-    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[args.dtype]
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    meta = {"device": name, "dtype": args.dtype, "prefix": args.prefix, "suffix": args.suffix,
-            "date": date.today().isoformat(), "command": "python -m bench.bench_engine " + " ".join(argv or sys.argv[1:])}
-    rows = [bench_shape(s, device, dtype, args.repeat, args.prefix, args.suffix, not args.no_reference)
-            for s in args.shapes.split(",")]
-    text = table(rows, meta)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    meta = {"device": device_line(device), "prefix": args.prefix, "suffix": args.suffix,
+            "date": datetime.now().strftime("%Y-%m-%d %H:%M"),
+            "command": "python -m bench.bench_engine " + " ".join(argv if argv is not None else sys.argv[1:])}
+    canvases = [int(c) for c in args.canvases.split(",")]
+    reference = {int(c) for c in args.reference.split(",") if c}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    for shape in args.shapes.split(","):
+        for dt in args.dtypes.split(","):
+            print(f"{shape} {dt}:", file=sys.stderr, flush=True)
+            row = bench_config(shape, dt, device, canvases, reference, args.repeat, args.prefix, args.suffix)
+            out = args.out_dir / f"{args.tag or device.type}-{shape}-{dt}.json"
+            out.write_text(json.dumps({"meta": meta, "row": row}, indent=2) + "\n")
+            print(f"  wrote {out}", file=sys.stderr, flush=True)
     return 0
 
 

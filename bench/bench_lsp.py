@@ -8,7 +8,7 @@
    started and finished (latest-wins should finish only the last).
 
     python bench/bench_lsp.py                          # the embedded default model on CPU
-    python bench/bench_lsp.py --model DIR --device cpu
+    python bench/bench_lsp.py --model DIR --device cpu    # or --model ORG/NAME from the HF cache
     python bench/bench_lsp.py --backend fake           # protocol/scheduler overhead only
     python bench/bench_lsp.py --write BENCHMARKS.md    # append the results as a markdown section
 
@@ -225,7 +225,8 @@ async def main_async(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
+    p.add_argument("--model", default=None,
+                   help="checkpoint directory or Hugging Face repo id org/name[@rev] (default: the embedded model)")
     p.add_argument("--backend", choices=("engine", "fake"), default="engine")
     p.add_argument("--device", default="cpu", help="cpu (the target), cuda, auto")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the server's)")

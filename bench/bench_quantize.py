@@ -51,12 +51,12 @@ def canvas_logits(eng: Engine, lay) -> torch.Tensor:
 def run_all(eng: Engine, lays, sampler: SamplerConfig, repeat: int) -> dict:
     canvases, logits = [], []
     for lay in lays:
-        eng._context = None
+        eng.context.clear()
         canvases.append(list(eng.infill_layout(lay, sampler))[-1].canvas.cpu())
         logits.append(canvas_logits(eng, lay).cpu())
 
     def one():
-        eng._context = None  # a fresh request each time: the context encode is part of the latency
+        eng.context.clear()  # a fresh request each time: the context encode is part of the latency
         for _ in eng.infill_layout(lays[0], sampler):
             pass
 

@@ -1,6 +1,6 @@
 """Evaluate a model on held-out files: exact match and latency per sampler, beside a frequency baseline.
 
-    python bench/eval_model.py [--model DIR] [--single 300] [--multi 150] [--out bench/results/eval]
+    python bench/eval_model.py [--model DIR|ORG/NAME] [--single 300] [--multi 150] [--out bench/results/eval]
 
 Prints a markdown table, and writes results.json and quality_vs_steps.png under --out.
 """
@@ -32,7 +32,8 @@ POLICIES = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
+    parser.add_argument("--model", default=None,
+                        help="checkpoint directory or Hugging Face repo id org/name[@rev] (default: the embedded model)")
     parser.add_argument("--single", type=int, default=300)
     parser.add_argument("--multi", type=int, default=150)
     parser.add_argument("--steps", default="4,8,16")

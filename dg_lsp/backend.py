@@ -36,15 +36,16 @@ class EngineBackend:
     """The local diffusion engine (`engine.load`); torch is imported when the model loads."""
 
     def __init__(self, model: str | None = None, device: str = "auto", dtype: str | None = None,
-                 family: str | None = None, quantize: str | None = None) -> None:
+                 family: str | None = None, quantize: str | None = None, context_reuse: str = "auto") -> None:
         self.model, self.device, self.dtype = model, device, dtype
-        self.family, self.quantize = family, quantize
+        self.family, self.quantize, self.context_reuse = family, quantize, context_reuse
         self._engine = None
 
     def load(self, progress: Progress | None = None) -> None:
         from dg_lsp import engine
         self._engine = engine.load(self.model, device=self.device, dtype=self.dtype, progress=progress,
-                                   family=self.family, quantize=self.quantize)
+                                   family=self.family, quantize=self.quantize,
+                                   context_reuse=self.context_reuse)
 
     @property
     def engine(self):
@@ -143,4 +144,5 @@ def make_backend(options) -> InfillBackend:
         f = options.fake
         return FakeBackend(f.responses, f.step_delay_ms, f.load_delay_ms)
     m = options.model
-    return EngineBackend(m.path, m.device, m.dtype, family=m.family, quantize=m.quantize)
+    return EngineBackend(m.path, m.device, m.dtype, family=m.family, quantize=m.quantize,
+                         context_reuse=m.context_reuse)

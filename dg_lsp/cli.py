@@ -9,6 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+MODEL_HELP = ("checkpoint directory, Hugging Face repo id org/name[@revision] (from the local cache: see "
+              "`dg-lsp pull`), or cache folder models--org--name (default: the embedded model)")
+FAMILY_HELP = "model family (dream, open-dcoder, llada, dg) when config.json does not tell"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dg-lsp", description="Diffusion-LM code completion language server.")
@@ -28,20 +32,24 @@ def build_parser() -> argparse.ArgumentParser:
     infill.add_argument("--show-steps", action="store_true", help="print the canvas after every denoising step")
 
     demo = sub.add_parser("demo", help="run the server on a sample file with a real LSP client, with timings")
-    demo.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
+    demo.add_argument("--model", default=None, help=MODEL_HELP)
     demo.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto")
+    demo.add_argument("--family", default=None, help=FAMILY_HELP)
 
     doctor = sub.add_parser("doctor", help="print device, model, kernel availability and time a test infill")
     _add_model_args(doctor)
+
+    pull = sub.add_parser("pull", help="download a checkpoint from the Hugging Face Hub into its cache")
+    pull.add_argument("repo", help="org/name or org/name@revision (branch, tag or commit)")
+    sub.add_parser("models", help="list the checkpoints in the Hugging Face cache and the embedded model")
     return parser
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
     p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: per device)")
-    p.add_argument("--family", default=None,
-                   help="model family (dream, open-dcoder, llada, dg) when config.json does not tell")
+    p.add_argument("--family", default=None, help=FAMILY_HELP)
     p.add_argument("--quantize", default=None, choices=["int8"], help="weight-only quantization")
 
 
@@ -59,6 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         from dg_lsp.doctor import run
 
         return run(args)
+    if args.command == "pull":
+        from dg_lsp.models_cmd import pull
+
+        return pull(args)
+    if args.command == "models":
+        from dg_lsp.models_cmd import models
+
+        return models(args)
     from dg_lsp.server import serve
 
     return serve(args)

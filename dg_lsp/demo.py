@@ -90,10 +90,13 @@ async def run(args: argparse.Namespace) -> int:
     print(f"starting the server: {' '.join(command)}", file=sys.stderr)
     await client.start_io(*command)
     options: dict = {"inline": {"debounceMs": 0}}
-    if args.model:
-        options["model"] = {"path": str(Path(args.model).resolve())}
+    if args.model:  # a directory as an absolute path; anything else (a Hugging Face repo id) as given
+        path = Path(args.model).expanduser()
+        options["model"] = {"path": str(path.resolve()) if path.exists() else args.model}
     if args.device:
         options.setdefault("model", {})["device"] = args.device
+    if args.family:
+        options.setdefault("model", {})["family"] = args.family
     t0 = time.perf_counter()
     await client.initialize_async(types.InitializeParams(capabilities=capabilities(), initialization_options=options))
     client.initialized(types.InitializedParams())
@@ -158,8 +161,8 @@ async def run(args: argparse.Namespace) -> int:
           f"p50 {statistics.median(latencies):.0f} ms, max {max(latencies):.0f} ms (server, real LSP client)")
     if not args.model:
         print("The embedded model is small and was trained on two CPU cores: it shows the path, not useful "
-              "completions\n(models/dg-coder-tiny/MODEL_CARD.md). `dg-lsp demo --model DIR` runs this with a "
-              "real checkpoint.")
+              "completions\n(models/dg-coder-tiny/MODEL_CARD.md). `dg-lsp demo --model DIR` (or ORG/NAME) runs "
+              "this with a real checkpoint.")
     await client.shutdown_async(None)
     client.exit(None)
     await client.stop()

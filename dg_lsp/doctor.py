@@ -59,8 +59,12 @@ def run(args) -> int:
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) if cuda else "-"
         _line("torch", f"{torch.__version__}; CUDA available: {'yes' if cuda else 'no'}; GPUs: {names}")
     info = backend.describe()
-    for key in ("model", "family", "device", "dtype", "params", "kernels"):
+    for key in ("model", "family", "device", "dtype", "params", "kernels", "quantize"):
         _line(key, str(info.get(key, "?")))
+        if key == "dtype" and info.get("dtype_reason"):
+            _line("", f"why: {info['dtype_reason']}")
+    if "weight_bytes" in info:
+        _line("weights", f"{info['weight_bytes'] / 2**20:.1f} MiB in memory")
 
     request = InfillRequest.at_cursor(PREFIX, SUFFIX, 32)
     sampler = SamplerConfig()

@@ -32,13 +32,16 @@ def _canvas(default: int) -> Any:
 
 @dataclass
 class ModelOptions:
-    path: str | None = opt(None, "a checkpoint directory or null for the embedded model")
+    path: str | None = opt(None, "a checkpoint directory, a Hugging Face repo id org/name[@revision] in the local "
+                              "cache, a cache folder models--org--name, or null for the embedded model")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N",
                       lambda v: v in ("auto", "cpu", "cuda", "mps") or v.startswith("cuda:"))
     dtype: str | None = opt(None, "float32, bfloat16, float16 or null",
                             lambda v: v in (None, "float32", "bfloat16", "float16"))
     family: str | None = opt(None, "a family name (dream, open-dcoder, llada, dg) or null to read config.json")
     quantize: str | None = opt(None, "int8 or null", lambda v: v in (None, "int8"))
+    # context K/V kept between requests (engine.context_cache): auto = approximate for bidirectional families
+    context_reuse: Literal["auto", "exact", "approximate"] = opt("auto", "one of auto, exact, approximate")
 
 
 @dataclass
@@ -132,7 +135,8 @@ class Options:
     def backend_key(self) -> tuple:
         """What a backend is built from: when it changes, the model is reloaded."""
         fake = (self.fake.step_delay_ms, self.fake.load_delay_ms, tuple(sorted(self.fake.responses.items())))
-        return (self.backend, self.model.path, self.model.device, self.model.dtype,
+        return (self.backend, self.model.path, self.model.device, self.model.dtype, self.model.quantize,
+                self.model.family, self.model.context_reuse,
                 fake if self.backend == "fake" else None)
 
 

@@ -82,7 +82,8 @@ class DgServer(LanguageServer):
         info = self.model_info
         self.protocol.notify(STATUS, {
             "model": info.get("model"), "device": info.get("device"), "kernels": info.get("kernels"),
-            "state": self.model_state, "lastLatencyMs": self.scheduler.stats.last_latency_ms,
+            "quantize": info.get("quantize"), "state": self.model_state,
+            "lastLatencyMs": self.scheduler.stats.last_latency_ms,
         })
 
     def _on_computed(self, latency_ms: float) -> None:  # worker thread

@@ -35,9 +35,9 @@ def default_model_dir() -> Path:
 
 def load(model: str | Path | None = None, device: str | None = "auto", dtype=None, progress=None,
          family: str | None = None, refresh_context_every: int | None = None,
-         quantize: str | None = None) -> "Engine":
+         quantize: str | None = None, context_reuse: str = "auto") -> "Engine":
     """Load a checkpoint; see dg_lsp.engine.engine.load."""
     from dg_lsp.engine.engine import load as _load
 
     return _load(model, device=device, dtype=dtype, progress=progress, family=family,
-                 refresh_context_every=refresh_context_every, quantize=quantize)
+                 refresh_context_every=refresh_context_every, quantize=quantize, context_reuse=context_reuse)

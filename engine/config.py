@@ -87,9 +87,18 @@ FAMILIES: dict[str, Family] = {
     ),
 }
 
-# model_type in config.json -> family. "qwen2"/"llama" are autoregressive backbones too, so a checkpoint
-# of that type must name its family explicitly ("dg_family" in config.json, or the `family` argument).
-MODEL_TYPES = {"dream": "dream", "llada": "llada", "dg": "dg"}
+# What a published config.json says -> family. Dream, Dream-Coder, DiffuCoder and DreamOn publish
+# model_type "Dream" and architectures ["DreamModel"]; LLaDA publishes "llada" and ["LLaDAModelLM"].
+# "qwen2"/"llama" are autoregressive backbones too, so a checkpoint of that type must be named: by
+# "dg_family" in config.json, the `family` argument, or the repo it was resolved from (KNOWN_REPOS).
+MODEL_TYPES = {"dream": "dream", "llada": "llada", "dg": "dg"}  # lower-cased model_type
+ARCHITECTURES = {"DreamModel": "dream", "LLaDAModelLM": "llada"}
+
+# Hugging Face repos whose config.json cannot tell their family (a plain Qwen2 config), recognised by the
+# repo id they were named by (`org/name` or a cache folder), never by a local directory's name.
+KNOWN_REPOS = {
+    "fredzzp/open-dcoder-0.5b": "open-dcoder",  # Open-dCoder 0.5B: Qwen2ForCausalLM, model_type qwen2
+}
 
 
 @dataclass(frozen=True)
@@ -150,24 +159,31 @@ class ModelConfig:
 _REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 
 
-def resolve_family(raw: dict[str, Any], family: str | None, where: str) -> Family:
-    name = family or raw.get("dg_family") or MODEL_TYPES.get(str(raw.get("model_type", "")).lower())
+def resolve_family(raw: dict[str, Any], family: str | None, where: str, repo_id: str | None = None) -> Family:
+    """The family, from (first that answers): the explicit `family`, config.json's "dg_family", its
+    model_type, its architectures, or the Hugging Face repo id the checkpoint was resolved from."""
+    archs = raw.get("architectures") if isinstance(raw.get("architectures"), list) else []
+    name = (family or raw.get("dg_family") or MODEL_TYPES.get(str(raw.get("model_type", "")).lower())
+            or next((ARCHITECTURES[a] for a in archs if a in ARCHITECTURES), None)
+            or (KNOWN_REPOS.get(repo_id.lower()) if repo_id else None))
     if name is None:
         known = ", ".join(sorted(FAMILIES))
+        named = f" from {repo_id}" if repo_id else ""
         raise ConfigError(
-            f"{where}: cannot tell which diffusion family model_type={raw.get('model_type')!r} "
-            f"(architectures={raw.get('architectures')}) belongs to. Add \"dg_family\": one of {known} to "
-            "config.json, or pass --family."
+            f"{where}{named}: cannot tell which diffusion family model_type={raw.get('model_type')!r} "
+            f"(architectures={raw.get('architectures')}) belongs to. Pass --family or set the model.family "
+            f"option to one of {known}, or add \"dg_family\" to config.json."
         )
     if name not in FAMILIES:
         raise ConfigError(f"{where}: unknown family {name!r}: expected one of {', '.join(sorted(FAMILIES))}")
     return FAMILIES[name]
 
 
-def config_from_dict(raw: dict[str, Any], family: str | None = None, where: str = "config.json") -> ModelConfig:
+def config_from_dict(raw: dict[str, Any], family: str | None = None, where: str = "config.json",
+                     repo_id: str | None = None) -> ModelConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a JSON object, got {type(raw).__name__}")
-    fam = resolve_family(raw, family, where)
+    fam = resolve_family(raw, family, where, repo_id)
     cfg = {fam.hf_keys.get(k, k): v for k, v in raw.items()}
     missing = [k for k in _REQUIRED if k not in cfg]
     if missing:
@@ -232,13 +248,20 @@ def _first_int(value: Any, default: int | None) -> int | None:
     return value
 
 
-def load_config(model_dir: str | Path, family: str | None = None) -> ModelConfig:
+def read_config(model_dir: str | Path) -> dict[str, Any]:
+    """config.json of a model directory as a dict, unvalidated."""
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{path}: no config.json in the model directory {model_dir}")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
-    cfg = config_from_dict(raw, family, where=str(path))
-    return replace(cfg, name=Path(model_dir).resolve().name)
+
+
+def load_config(model_dir: str | Path, family: str | None = None, repo_id: str | None = None) -> ModelConfig:
+    """`repo_id`: the Hugging Face repo the directory was resolved from, if any (names the model, and
+    identifies checkpoints whose config.json cannot name their family: KNOWN_REPOS)."""
+    raw = read_config(model_dir)
+    cfg = config_from_dict(raw, family, where=str(Path(model_dir) / "config.json"), repo_id=repo_id)
+    return replace(cfg, name=repo_id or Path(model_dir).resolve().name)

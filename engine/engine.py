@@ -24,14 +24,21 @@ import torch
 from torch import Tensor
 
 from dg_lsp.engine.config import ModelConfig, load_config
+from dg_lsp.engine.context_cache import ContextCache, concat
+from dg_lsp.kernels.naive import TokenStats
+from dg_lsp.engine.device import choose_dtype, resolve_device
 from dg_lsp.engine.errors import CheckpointError, ConfigError, InfillCancelled
 from dg_lsp.engine.loader import Progress, load_weights
 from dg_lsp.engine.model import KVCache, Transformer
 from dg_lsp.engine.prompt import Layout, build_layout, predictor_rows
+from dg_lsp.engine.quantize import check_scheme, quantize_model, weight_bytes
 from dg_lsp.engine.request import InfillRequest, InfillResult, SamplerConfig
 from dg_lsp.engine.graphs import StepGraphs
 from dg_lsp.engine.sampler import held_back_ends, propose, proposal_from_stats, update_canvas
 from dg_lsp.engine.tokenizer import Tokenizer, load_tokenizer
+
+
+CONTEXT_REUSE = ("auto", "exact", "approximate")
 
 
 @dataclass(frozen=True)
@@ -47,16 +54,33 @@ class StepState:
 
 class Engine:
     def __init__(self, model: Transformer, tokenizer: Tokenizer, cfg: ModelConfig,
-                 refresh_context_every: int | None = None, cuda_graphs: bool = True):
+                 refresh_context_every: int | None = None, cuda_graphs: bool = True, quantize: str | None = None,
+                 context_reuse: str = "auto"):
         if cfg.family.context_attention == "causal" and cfg.family.shift_logits:
             raise ConfigError(f"family {cfg.family.name}: shifted logits need the row before the canvas, which "
                               "a causal context encodes once; that combination is not supported")
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
         self.refresh_context_every = refresh_context_every
-        self._context: tuple[tuple[int, ...], tuple[int, ...], KVCache] | None = None  # for prefix reuse
+        self.quantize = quantize  # the scheme the block linears were quantized with (None: not)
+        self.dtype_reason = "given"  # why the weights are in this dtype (load() says; doctor shows it)
+        if context_reuse not in CONTEXT_REUSE:
+            raise ConfigError(f"context_reuse={context_reuse!r}: expected one of {', '.join(CONTEXT_REUSE)}")
+        self.context_reuse = context_reuse
+        self.context = ContextCache()  # the last request's context K/V (engine.context_cache)
         # launch-bound small steps on a GPU replay as one graph; elsewhere there is nothing to gain
         on_cuda = self.device.type == "cuda" and self.dtype != torch.float64
         self.graphs = StepGraphs(model, cfg.mask_id, capture=True) if cuda_graphs and on_cuda else None
+
+    @property
+    def approximate_reuse(self) -> bool:
+        """Reuse context K/V across requests beyond what is exact (engine.context_cache)?
+
+        "auto": yes for bidirectional families, whose cached context is already Fast-dLLM's approximation
+        within a request (and whose exact alternative is a full forward per keystroke); no for causal
+        families, whose lead-row reuse is exact."""
+        if self.context_reuse == "auto":
+            return self.cfg.family.context_attention == "bidirectional"
+        return self.context_reuse == "approximate"
 
     @property
     def device(self) -> torch.device:
@@ -67,13 +91,13 @@ class Engine:
         return self.model.tok_embeddings.weight.dtype
 
     def describe(self) -> dict:
-        from dg_lsp.kernels import naive, ops_for
-
         return {
             "model": self.cfg.name, "family": self.cfg.family.name, "device": str(self.device),
-            "dtype": str(self.dtype).removeprefix("torch."), "params": self.cfg.num_params(),
+            "dtype": str(self.dtype).removeprefix("torch."), "dtype_reason": self.dtype_reason,
+            "params": self.cfg.num_params(),
             "context": self.cfg.max_position_embeddings,
-            "kernels": "torch" if ops_for(self.device) is naive else "triton",
+            "kernels": self.model.ops(self.model.tok_embeddings.weight).name,
+            "quantize": self.quantize or "none", "weight_bytes": weight_bytes(self.model),
         }
 
     def count_tokens(self, text: str) -> int:
@@ -142,7 +166,7 @@ class Engine:
             check_cancel()
             t0 = time.perf_counter()
             if fused:
-                proposal, current_prob = run.fused_proposal(sampler, generator), None
+                proposal, current_prob = run.fused_proposal(sampler, generator, canvas, masked), None
             else:
                 logits = run.logits()
                 proposal = propose(logits, sampler, generator)
@@ -178,26 +202,18 @@ class Engine:
         masked[drop] = True
         return canvas, masked
 
-    def _encode_context(self, tokens: Tensor, positions: Tensor, rows: Tensor) -> KVCache:
-        """K/V of the context rows, reusing the longest (token, position) prefix of the last request's."""
-        ctx_tokens = tuple(tokens[0, rows].tolist())
-        ctx_pos = tuple(positions[0, rows].tolist())
-        past, n = None, 0
-        if self._context is not None:
-            old_tokens, old_pos, old_cache = self._context
-            limit = min(len(old_tokens), len(ctx_tokens))
-            while n < limit and old_tokens[n] == ctx_tokens[n] and old_pos[n] == ctx_pos[n]:
-                n += 1
-            past = old_cache.truncate(n) if n else None
-        self._context = None  # never keep a cache that a failure below could leave half-built
-        if n == len(ctx_tokens):
-            cache = past if past is not None else KVCache.empty(self.cfg, 1, self.device, self.dtype)
-        else:
-            new = rows[n:]
-            cache = self.model.encode(tokens[:, new], positions[:, new], past)
-        self._context = (ctx_tokens, ctx_pos, cache)
-        return cache
 
+def _scatter_rows(part: TokenStats, rows: Tensor, canvas: Tensor) -> TokenStats:
+    """Statistics of a subset of canvas rows -> all rows; the others hold their token with certainty."""
+    def full(values: Tensor, fill: Tensor | float) -> Tensor:
+        out = (fill.clone() if isinstance(fill, Tensor) else torch.full(canvas.shape, fill, dtype=values.dtype,
+                                                                        device=values.device))
+        out[rows] = values
+        return out
+
+    return TokenStats(argmax=full(part.argmax, canvas), max_prob=full(part.max_prob, 1.0),
+                      margin=full(part.margin, 1.0), entropy=full(part.entropy, 0.0),
+                      sample=full(part.sample, canvas), sample_prob=full(part.sample_prob, 1.0))
 
 
 class _CanvasForward:
@@ -222,9 +238,46 @@ class _CanvasForward:
         self.context_rows = (~is_active).nonzero()[:, 0]
         self.pred_in_active = torch.searchsorted(self.active, self.pred_rows)
         self.forwards = 0
-        self.ctx = eng._encode_context(self.tokens, self.positions, self.context_rows) \
-            if cfg.family.context_attention == "causal" else None
         self.graph = None
+        self.ctx: KVCache | None = None  # K/V of the context rows, in their order, once complete
+        self.pending: Tensor | None = None  # context rows still to encode, beside the canvas (first forward)
+        self._prepare_context()
+
+    def _prepare_context(self) -> None:
+        """Reuse what the last request's context cache allows (see engine.context_cache), encode the rest.
+
+        Causal context: the rows between the reused lead and tail are encoded now, causally after the
+        lead. Bidirectional: with nothing reusable the first forward runs the whole layout; otherwise the
+        new rows run beside the canvas in the first forward, attending to the reused rows, the canvas and
+        each other, as they would in a full forward."""
+        eng, cfg = self.eng, self.eng.cfg
+        cache = eng.context
+        self.ctx_tokens = tuple(self.tokens[0, self.context_rows].tolist())
+        self.ctx_pos = tuple(self.positions[0, self.context_rows].tolist())
+        causal = cfg.family.context_attention == "causal"
+        plan = cache.plan(self.ctx_tokens, self.ctx_pos, allow_tail=eng.approximate_reuse, lead_exact=causal)
+        self.approximate = plan.approximate or (not causal and plan.lead > 0)
+        lead, tail = cache.reused(plan, cfg.rope_theta)
+        self.age = cache.age + 1 if self.approximate else 0
+        cache.clear()  # never keep a cache that a failure below could leave half-built
+        middle = self.context_rows[plan.lead: plan.total - plan.tail]
+        if causal:
+            if len(middle):
+                lead = self.model.encode(self.tokens[:, middle], self.positions[:, middle], lead)
+            if lead is None and tail is None:
+                lead = KVCache.empty(cfg, 1, eng.device, eng.dtype)
+            self._complete(concat(lead, tail))
+        elif lead is not None or tail is not None:
+            self._lead, self._tail = lead, tail
+            self.ctx = concat(lead, tail)
+            if len(middle):
+                self.pending = middle
+            else:
+                self._complete(self.ctx)
+
+    def _complete(self, ctx: KVCache) -> None:
+        self.ctx, self.pending, self.graph = ctx, None, None
+        self.eng.context.store(self.ctx_tokens, self.ctx_pos, ctx, self.age)
 
     def _refresh_due(self) -> bool:
         every = self.eng.refresh_context_every
@@ -235,9 +288,16 @@ class _CanvasForward:
         refresh = self._refresh_due()
         self.forwards += 1
         if refresh:
-            hidden, self.ctx = self.model.hidden(self.tokens, self.positions, keep=self.context_rows)
-            self.graph = None
+            hidden, ctx = self.model.hidden(self.tokens, self.positions, keep=self.context_rows)
+            self.age = 0
+            self._complete(ctx)
             return hidden[0, self.pred_rows]
+        if self.pending is not None:
+            rows = torch.cat([self.active, self.pending]).sort().values
+            hidden, kv = self.model.denoise(self.tokens[:, rows], self.positions[:, rows], self.ctx,
+                                            keep=torch.searchsorted(rows, self.pending))
+            self._complete(concat(self._lead, kv, self._tail))
+            return hidden[0, torch.searchsorted(rows, self.pred_rows)]
         hidden = self.model.denoise(self.tokens[:, self.active], self.positions[:, self.active], self.ctx)
         return hidden[0, self.pred_in_active]
 
@@ -246,11 +306,15 @@ class _CanvasForward:
         logits[:, self.eng.cfg.mask_id] = float("-inf")  # the noise token is never a proposal
         return logits
 
-    def fused_proposal(self, sampler: SamplerConfig, generator: torch.Generator | None):
+    def fused_proposal(self, sampler: SamplerConfig, generator: torch.Generator | None, canvas: Tensor,
+                       masked: Tensor):
+        """The step's proposal from the fused epilogue. Only positions still masked go through the LM head
+        (the sampler reads nothing else); the committed ones are filled with their own token, certain."""
         mask_id = self.eng.cfg.mask_id
         graphs = self.eng.graphs
         shifted = self.eng.cfg.family.shift_logits
-        if graphs is not None and sampler.temperature == 0 and not shifted and not self._refresh_due():
+        if (graphs is not None and sampler.temperature == 0 and not shifted and self.pending is None
+                and not self._refresh_due()):
             if self.graph is None:
                 self.graph = graphs.prepare(len(self.active), self.ctx)
             self.forwards += 1
@@ -261,55 +325,38 @@ class _CanvasForward:
             if sampler.temperature > 0:  # a fresh seed per step, drawn from the caller's generator
                 device = generator.device if generator is not None else "cpu"
                 seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=device))
-            stats = self.model.ops(hidden).lm_head_epilogue(hidden, self.model.lm_head_weight,
-                                                            temperature=sampler.temperature, seed=seed, banned=mask_id)
+            rows = masked.nonzero()[:, 0]
+            part = self.model.ops(hidden).lm_head_epilogue(hidden[rows], self.model.lm_head_weight,
+                                                           temperature=sampler.temperature, seed=seed, banned=mask_id)
+            stats = _scatter_rows(part, rows, canvas) if len(rows) < len(canvas) else part
         return proposal_from_stats(stats, sampler, generator)
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"device={device!r} is not a device: expected auto, cpu, cuda or cuda:N") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r}, but CUDA is not available here: expected cpu or auto")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device={device!r} is not supported: expected auto, cpu, cuda or cuda:N")
-    return dev
-
-
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16, "float64": torch.float64}
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype in (None, "", "auto"):
-        # bf16 matmuls on CPU run ~40x slower than fp32 on the machines we measured; GPUs want bf16
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype={dtype!r} is not supported: expected one of float32, bfloat16, float16")
-    return DTYPES[dtype]
 
 
 def load(model: str | Path | None = None, device: str | None = "auto", dtype: str | torch.dtype | None = None,
          progress: Progress | None = None, family: str | None = None,
-         refresh_context_every: int | None = None, quantize: str | None = None) -> Engine:
-    """Load a checkpoint directory (config.json, tokenizer.json, model.safetensors or shards)."""
+         refresh_context_every: int | None = None, quantize: str | None = None,
+         context_reuse: str = "auto") -> Engine:
+    """Load a checkpoint (config.json, tokenizer.json, model.safetensors or shards). `model` is a directory,
+    a Hugging Face repo id `org/name[@revision]` in the local cache, or a cache folder (engine.hub)."""
     from dg_lsp.engine import default_model_dir
+    from dg_lsp.engine.hub import repo_id_of, resolve_model
 
-    path = Path(model) if model else default_model_dir()
+    path = resolve_model(model or default_model_dir())
     if not path.is_dir():
         raise CheckpointError(f"{path}: model directory does not exist")
-    cfg = load_config(path, family)
+    cfg = load_config(path, family, repo_id=repo_id_of(path))
     tokenizer, cfg = load_tokenizer(path, cfg)
     dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
+    choice = choose_dtype(dtype, dev, cfg)
+    dt = choice.dtype
+    quantize = check_scheme(quantize, dt)  # before the weights load: a bad setting fails fast
     with torch.device("meta"):
         model = Transformer(cfg)
     load_weights(model, path, dev, dt, progress)
     model.eval()
-    return Engine(model, tokenizer, cfg, refresh_context_every=refresh_context_every)
+    if quantize is not None:
+        quantize_model(model, quantize)
+    eng = Engine(model, tokenizer, cfg, refresh_context_every=refresh_context_every, quantize=quantize,
+                 context_reuse=context_reuse)
+    eng.dtype_reason = choice.reason
+    return eng

@@ -1,12 +1,15 @@
 """Random-weight checkpoints in the real HF layout, for tests and benchmarks that cannot download models.
 
 `write_tiny_checkpoint` writes config.json (in the family's own key names), tokenizer.json (a small
-byte-level BPE with the family's special tokens) and model.safetensors (or shards).
+byte-level BPE with the family's special tokens) and model.safetensors (or shards). `cache_checkpoint`
+files a checkpoint into a Hugging Face cache folder, as `huggingface_hub.snapshot_download` leaves it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -129,3 +132,27 @@ def native_config(raw: dict, family: str) -> dict:
     elif family == "open-dcoder":
         raw.update(model_type="qwen2", architectures=["Qwen2ForCausalLM"], dg_family="open-dcoder")
     return raw
+
+
+def cache_checkpoint(cache_dir: str | Path, repo_id: str, checkpoint: str | Path, revision: str | None = None,
+                     refs: tuple[str, ...] = ("main",)) -> Path:
+    """Put the files of `checkpoint` into the Hugging Face cache layout under `cache_dir`:
+    models--org--name/blobs/<sha256>, snapshots/<revision>/<file> -> ../../blobs/<sha256>, refs/<ref> holding
+    the revision (a 40-hex commit hash; default: derived from the repo id). Returns the snapshot folder."""
+    revision = revision or hashlib.sha1(repo_id.encode()).hexdigest()
+    repo = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / revision
+    for src in sorted(Path(checkpoint).rglob("*")):
+        if not src.is_file():
+            continue
+        data = src.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = snapshot / src.relative_to(checkpoint)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    for ref in refs:
+        (repo / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / ref).write_text(revision)
+    return snapshot

@@ -67,7 +67,7 @@ def _cpu_ops() -> SimpleNamespace:
     from dg_lsp.kernels import cpu, naive
 
     return SimpleNamespace(
-        name="torch (fast CPU epilogue)", rms_norm=naive.rms_norm, rope=naive.rope, canvas_attention=naive.canvas_attention,
+        name="torch", rms_norm=naive.rms_norm, rope=naive.rope, canvas_attention=cpu.canvas_attention,
         lm_head_epilogue=cpu.lm_head_epilogue, TokenStats=naive.TokenStats,
     )
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from tokenizers import Tokenizer as HFTokenizer
 
-from dg_lsp.engine.config import FAMILIES, config_from_dict, load_config
+from dg_lsp.engine.config import FAMILIES, config_from_dict, load_config, resolve_family
 from dg_lsp.engine.engine import load
 from dg_lsp.engine.errors import ConfigError
 from dg_lsp.engine.prompt import build_layout, predictor_rows
@@ -60,6 +60,90 @@ def test_unknown_family_is_a_clear_error():
         config_from_dict(raw)
     with pytest.raises(ConfigError, match="unknown family 'gpt'"):
         config_from_dict(dict(raw, dg_family="gpt"))
+
+
+# Golden configs: the fields of each published config.json that the family rules read, plus its shapes.
+# The Hub was not reachable from here: the values were checked against public copies of these files and
+# the code that reads them (HKUNLP/Dream configuration_dream.py: model_type "Dream"; ML-GSAI/LLaDA
+# generate.py: mask 126336; Open-dCoder's scripts load fredzzp/open-dcoder-0.5B as a Qwen2ForCausalLM).
+PUBLISHED = {
+    # Dream-org/Dream-v0-Base-7B config.json
+    "Dream-org/Dream-v0-Base-7B": {
+        "architectures": ["DreamModel"], "model_type": "Dream", "hidden_size": 3584, "intermediate_size": 18944,
+        "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
+        "mask_token_id": 151666, "eos_token_id": 151643, "pad_token_id": 151643, "rope_theta": 1000000.0,
+        "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    },
+    # Dream-org/Dream-Coder-v0-Instruct-7B config.json (Qwen2.5-Coder-7B shapes; BOS is <|beginoftext|>)
+    "Dream-org/Dream-Coder-v0-Instruct-7B": {
+        "architectures": ["DreamModel"], "model_type": "Dream", "hidden_size": 3584, "intermediate_size": 18944,
+        "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
+        "mask_token_id": 151666, "bos_token_id": 151665, "eos_token_id": 151643, "pad_token_id": 151643,
+        "torch_dtype": "bfloat16",
+    },
+    # apple/DiffuCoder-7B-Instruct config.json (config pad 151643; its tokenizer pads with <|dlm_pad|>)
+    "apple/DiffuCoder-7B-Instruct": {
+        "architectures": ["DreamModel"], "model_type": "Dream", "hidden_size": 3584, "intermediate_size": 18944,
+        "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
+        "mask_token_id": 151666, "eos_token_id": 151643, "pad_token_id": 151643, "torch_dtype": "bfloat16",
+    },
+    # GSAI-ML/LLaDA-8B-Base config.json (OLMo-style key names)
+    "GSAI-ML/LLaDA-8B-Base": {
+        "architectures": ["LLaDAModelLM"], "model_type": "llada", "d_model": 4096, "n_heads": 32,
+        "n_kv_heads": 32, "n_layers": 32, "mlp_hidden_size": 12288, "vocab_size": 126464,
+        "embedding_size": 126464, "max_sequence_length": 4096, "rope_theta": 500000.0, "mask_token_id": 126336,
+        "eos_token_id": 126081, "pad_token_id": 126081, "weight_tying": False, "include_bias": False,
+        "include_qkv_bias": False, "activation_type": "silu", "rms_norm_eps": 1e-05,
+    },
+    # fredzzp/open-dcoder-0.5B config.json: a plain Qwen2 config (Qwen2.5-Coder-0.5B shapes)
+    "fredzzp/open-dcoder-0.5B": {
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 896,
+        "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+        "vocab_size": 151936, "rope_theta": 1000000.0, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
+    },
+}
+EXPECTED_FAMILY = {"Dream-org/Dream-v0-Base-7B": "dream", "Dream-org/Dream-Coder-v0-Instruct-7B": "dream",
+                   "apple/DiffuCoder-7B-Instruct": "dream", "GSAI-ML/LLaDA-8B-Base": "llada",
+                   "fredzzp/open-dcoder-0.5B": "open-dcoder"}
+
+
+@pytest.mark.parametrize("repo_id", sorted(PUBLISHED))
+def test_published_configs_resolve_to_their_family(repo_id):
+    raw = PUBLISHED[repo_id]
+    assert config_from_dict(raw, repo_id=repo_id).family.name == EXPECTED_FAMILY[repo_id]
+    if raw["model_type"] != "qwen2":  # their config alone says it: the repo id is not needed
+        assert config_from_dict(raw).family.name == EXPECTED_FAMILY[repo_id]
+
+
+def test_published_config_fields_map_to_the_model():
+    dream = config_from_dict(PUBLISHED["Dream-org/Dream-Coder-v0-Instruct-7B"])
+    ids = (dream.mask_id, dream.bos_id, dream.eos_id, dream.pad_id)
+    assert ids == (151666, 151665, 151643, 151643) and dream.head_dim == 128
+    llada = config_from_dict(PUBLISHED["GSAI-ML/LLaDA-8B-Base"])
+    assert (llada.hidden_size, llada.num_hidden_layers, llada.mask_id, llada.eos_id) == (4096, 32, 126336, 126081)
+    assert round(llada.num_params() / 1e9, 1) == 8.0
+    odc = config_from_dict(PUBLISHED["fredzzp/open-dcoder-0.5B"], repo_id="fredzzp/open-dcoder-0.5B")
+    assert odc.attention_bias and odc.tie_word_embeddings and odc.mask_id is None  # mask from the tokenizer
+    assert round(odc.num_params() / 1e6) == 494  # Qwen2.5-Coder-0.5B: 0.49B
+
+
+def test_a_qwen2_config_without_a_known_repo_asks_for_the_family():
+    raw = PUBLISHED["fredzzp/open-dcoder-0.5B"]
+    for repo_id in (None, "someone/qwen2-finetune"):
+        with pytest.raises(ConfigError) as err:
+            config_from_dict(raw, repo_id=repo_id)
+        assert "--family" in str(err.value) and "model.family" in str(err.value)
+    # the Hub matches repo ids without regard to case, and so do we
+    assert config_from_dict(raw, repo_id="FredZZP/Open-dCoder-0.5B").family.name == "open-dcoder"
+
+
+def test_architectures_alone_name_the_family_and_an_explicit_family_wins():
+    assert resolve_family({"architectures": ["DreamModel"]}, None, "x").name == "dream"
+    assert resolve_family({"architectures": ["LLaDAModelLM"]}, None, "x").name == "llada"
+    assert resolve_family(PUBLISHED["Dream-org/Dream-v0-Base-7B"], "open-dcoder", "x").name == "open-dcoder"
+    odc = PUBLISHED["fredzzp/open-dcoder-0.5B"]
+    assert resolve_family(odc, "dream", "x", repo_id="fredzzp/open-dcoder-0.5B").name == "dream"
+    assert resolve_family(dict(odc, dg_family="dg"), None, "x", repo_id="fredzzp/open-dcoder-0.5B").name == "dg"
 
 
 def hf_tok(path) -> HFTokenizer:

@@ -1,4 +1,5 @@
-"""kernels.cpu against kernels.naive: the CPU fast epilogue (matmul in the weights' 16-bit dtype)."""
+"""kernels.cpu against kernels.naive: the fast epilogue (matmul in the weights' 16-bit dtype) and the fused
+attention."""
 
 import pytest
 import torch
@@ -55,3 +56,31 @@ def test_bad_shapes_are_refused_like_the_reference():
     hidden, weight = _inputs(4, 50, 16, torch.bfloat16)
     with pytest.raises(ValueError, match="expected hidden"):
         cpu.lm_head_epilogue(hidden[:, :8], weight)
+
+
+# fused attention: fp32 softmax in both; 16-bit inputs, so the one output rounding dominates
+ATTN_TOL = {torch.bfloat16: 1e-2, torch.float16: 2e-3, torch.float32: 1e-5}
+
+
+@pytest.mark.parametrize("ctx,canvas", [(0, 1), (1, 15), (63, 16), (300, 17), (1_000, 64)])
+@pytest.mark.parametrize("heads", [(4, 4), (14, 2), (8, 1)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_fused_attention_matches_reference(ctx, canvas, heads, dtype, assert_close):
+    hq, hkv = heads
+    g = torch.Generator().manual_seed(ctx + canvas)
+    q = torch.randn(1, hq, canvas, 64, generator=g).to(dtype)
+    k_ctx, v_ctx = (torch.randn(1, hkv, ctx + 5, 64, generator=g).to(dtype) for _ in range(2))  # 5 spare rows
+    k_can, v_can = (torch.randn(1, hkv, canvas, 64, generator=g).to(dtype) for _ in range(2))
+    for n in (ctx, torch.tensor(ctx)):
+        fast = cpu.canvas_attention(q, k_ctx, v_ctx, k_can, v_can, 0.125, n)
+        ref = naive.canvas_attention(q, k_ctx, v_ctx, k_can, v_can, 0.125, n)
+        assert_close("out", fast, ref, ATTN_TOL[dtype])
+
+
+def test_fused_attention_refuses_what_the_reference_refuses():
+    q = torch.randn(1, 6, 3, 16)
+    kv = torch.randn(1, 4, 5, 16)
+    with pytest.raises(ValueError, match="multiple"):
+        cpu.canvas_attention(q, kv, kv, kv[:, :, :3], kv[:, :, :3], 0.25)
+    with pytest.raises(ValueError, match="ctx_len"):
+        cpu.canvas_attention(q[:, :4], kv, kv, kv[:, :, :3], kv[:, :, :3], 0.25, 9)

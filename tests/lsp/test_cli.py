@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -82,3 +83,74 @@ def test_doctor_reports_device_model_kernels_and_a_timed_infill(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "dg_lsp.cli", "doctor", "--model", str(tmp_path / "none")],
                              capture_output=True, text=True, timeout=600)
     assert missing.returncode == 1 and "FAILED" in missing.stdout and "does not exist" in missing.stdout
+
+
+def test_doctor_reports_quantize_and_weight_memory(tmp_path, capsys):
+    from dg_lsp.doctor import run
+
+    testing = pytest.importorskip("dg_lsp.engine.testing", reason="dg_lsp.engine.testing is not available yet")
+    checkpoint = str(testing.write_tiny_checkpoint(tmp_path / "ckpt"))
+    for scheme, label in ([], "none"), (["--quantize", "int8"], "int8"):
+        args = build_parser().parse_args(["doctor", "--model", checkpoint, "--device", "cpu", *scheme])
+        assert run(args) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert any(line.split() == ["quantize", label] for line in lines), lines
+        assert any(line.split()[:1] == ["weights"] and "MiB" in line for line in lines), lines
+
+
+def test_demo_takes_a_family_like_the_other_model_commands():
+    assert build_parser().parse_args(["demo", "--family", "open-dcoder"]).family == "open-dcoder"
+    assert build_parser().parse_args(["pull", "org/name@v1"]).repo == "org/name@v1"
+
+
+def test_infill_and_models_name_a_checkpoint_in_the_hf_cache(tmp_path, monkeypatch, capsys):
+    testing = pytest.importorskip("dg_lsp.engine.testing", reason="dg_lsp.engine.testing is not available yet")
+    from dg_lsp.cli import main
+    from dg_lsp.models_cmd import format_bytes
+
+    cache = tmp_path / "hub"
+    ckpt = testing.write_tiny_checkpoint(tmp_path / "ckpt", "dream")
+    testing.cache_checkpoint(cache, "org/tiny-dream", ckpt, revision="ab" * 20)
+    nomodel = testing.cache_checkpoint(cache, "org/tokenizer-only", ckpt)
+    for path in nomodel.iterdir():
+        if path.name != "tokenizer.json":
+            path.unlink()
+    dataset = cache / "datasets--org--data" / "snapshots" / ("cd" * 20)
+    dataset.mkdir(parents=True)
+    (dataset / "train.json").write_text("[]")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    source = tmp_path / "a.py"
+    source.write_text("def add(a, b):\n    \n")
+    assert main(["infill", f"{source}:2:5", "--model", "org/tiny-dream", "--device", "cpu", "--steps", "2",
+                 "--canvas", "4"]) == 0
+    assert "model org/tiny-dream (dream" in capsys.readouterr().err
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("org/tiny-dream"))
+    size = sum(p.stat().st_size for p in (cache / "models--org--tiny-dream" / "blobs").iterdir())
+    assert "abababa (main)" in row and " dream " in row and format_bytes(size) in row and "not usable" not in row
+    nomodel_row = next(line for line in out.splitlines() if line.startswith("org/tokenizer-only"))
+    assert "not usable: no config.json" in nomodel_row
+    assert "org/data" not in out and "dg-coder-tiny (embedded" in out
+
+
+def test_pull_without_network_is_a_clear_error_with_exit_2(tmp_path, monkeypatch, capsys):
+    from dg_lsp.cli import main
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["pull", "org/name"]) == 2
+    assert "cannot download org/name: HF_HUB_OFFLINE is set" in capsys.readouterr().err
+    assert main(["pull", "not-a-repo-id"]) == 2
+    assert "expected org/name" in capsys.readouterr().err
+    # an unreachable Hub: connection refused on a loopback port nothing listens on, so it fails at once
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_HUB_CACHE=str(tmp_path / "hub"), HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_ETAG_TIMEOUT="5",
+               HF_HUB_DOWNLOAD_TIMEOUT="5")
+    out = subprocess.run([sys.executable, "-m", "dg_lsp.cli", "pull", "org/name@v1"], capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "cannot download org/name@v1 from http://127.0.0.1:9" in out.stderr

@@ -78,3 +78,5 @@ def test_sampler_config_and_backend_key():
     assert options.backend_key() == other.backend_key()  # sampler changes do not reload the model
     moved, _ = parse_options({"model": {"device": "cpu"}})
     assert moved.backend_key() != options.backend_key()
+    quantized, _ = parse_options({"model": {"quantize": "int8"}})
+    assert quantized.model.quantize == "int8" and quantized.backend_key() != options.backend_key()

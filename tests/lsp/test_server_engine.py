@@ -7,6 +7,7 @@ inside the document, edits that apply cleanly, cancellation answered with Reques
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 import pytest_lsp
@@ -45,6 +46,27 @@ async def engine_client(lsp_client: LanguageClient, tmp_path_factory):
     open_doc(lsp_client, URI, SOURCE)
     yield
     await lsp_client.shutdown_session()
+
+
+async def test_model_path_may_be_a_hugging_face_repo_id(tmp_path):
+    """model.path = "org/name" loads that checkpoint from the Hugging Face cache the server sees."""
+    cache = tmp_path / "hub"
+    testing.cache_checkpoint(cache, "org/tiny", testing.write_tiny_checkpoint(tmp_path / "ckpt", family="dg"))
+    client = pytest_lsp.make_test_lsp_client()
+    client.statuses = []
+
+    @client.feature("dg/status")
+    def on_status(params) -> None:
+        client.statuses.append(as_dict(params))
+
+    await client.start_io(*SERVER_COMMAND, env={**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"})
+    try:
+        await initialize(client, {**OPTIONS, "model": {**OPTIONS["model"], "path": "org/tiny"}})
+        status = await wait_for_state(client, ("ready", "error"))
+        assert status["state"] == "ready", client.statuses
+        assert status["model"] == "org/tiny"
+    finally:
+        await client.shutdown_session()
 
 
 def inside(doc: Document, rng: types.Range) -> bool:
