@@ -11,6 +11,8 @@ Context handling depends on how the family was trained (config.Family.context_at
   also yields the context K/V; later steps reuse them (Fast-dLLM's dual cache). That is an approximation
   once the canvas changes; `refresh_context_every=k` redoes the full forward every k steps (k=1 is exact
   and equals the reference sampler).
+Across requests the context K/V are kept and only what an edit changed is encoded (engine.context_cache);
+`context_reuse` says how far that goes. Which rows run at each step: engine.forward.
 """
 
 from __future__ import annotations
@@ -24,17 +26,17 @@ import torch
 from torch import Tensor
 
 from dg_lsp.engine.config import ModelConfig, load_config
-from dg_lsp.engine.context_cache import ContextCache, concat
-from dg_lsp.kernels.naive import TokenStats
+from dg_lsp.engine.context_cache import ContextCache
 from dg_lsp.engine.device import choose_dtype, resolve_device
 from dg_lsp.engine.errors import CheckpointError, ConfigError, InfillCancelled
+from dg_lsp.engine.forward import CanvasForward
 from dg_lsp.engine.loader import Progress, load_weights
-from dg_lsp.engine.model import KVCache, Transformer
-from dg_lsp.engine.prompt import Layout, build_layout, predictor_rows
+from dg_lsp.engine.model import Transformer
+from dg_lsp.engine.prompt import Layout, build_layout
 from dg_lsp.engine.quantize import check_scheme, quantize_model, weight_bytes
 from dg_lsp.engine.request import InfillRequest, InfillResult, SamplerConfig
 from dg_lsp.engine.graphs import StepGraphs
-from dg_lsp.engine.sampler import held_back_ends, propose, proposal_from_stats, update_canvas
+from dg_lsp.engine.sampler import held_back_ends, propose, update_canvas
 from dg_lsp.engine.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -144,7 +146,7 @@ class Engine:
                 raise InfillCancelled("infill cancelled between denoising steps")
 
         t0 = time.perf_counter()
-        run = _CanvasForward(self, layout)
+        run = CanvasForward(self, layout)
         encode_ms = (time.perf_counter() - t0) * 1e3
         canvas = run.tokens[0, run.canvas_idx].clone()
         masked = canvas == cfg.mask_id
@@ -201,135 +203,6 @@ class Engine:
         canvas[drop] = self.cfg.mask_id
         masked[drop] = True
         return canvas, masked
-
-
-def _scatter_rows(part: TokenStats, rows: Tensor, canvas: Tensor) -> TokenStats:
-    """Statistics of a subset of canvas rows -> all rows; the others hold their token with certainty."""
-    def full(values: Tensor, fill: Tensor | float) -> Tensor:
-        out = (fill.clone() if isinstance(fill, Tensor) else torch.full(canvas.shape, fill, dtype=values.dtype,
-                                                                        device=values.device))
-        out[rows] = values
-        return out
-
-    return TokenStats(argmax=full(part.argmax, canvas), max_prob=full(part.max_prob, 1.0),
-                      margin=full(part.margin, 1.0), entropy=full(part.entropy, 0.0),
-                      sample=full(part.sample, canvas), sample_prob=full(part.sample_prob, 1.0))
-
-
-class _CanvasForward:
-    """One request's forwards: which rows run, the context cache, and the step (graph) to replay.
-
-    Logits rows come out in canvas order: row j predicts canvas position j (itself, or the row before
-    it for shifted families). Bidirectional families start with a full forward that also fills the
-    context cache; causal ones encode the context up front (reusing the last request's prefix).
-    """
-
-    def __init__(self, eng: Engine, layout: Layout):
-        dev, cfg = eng.device, eng.cfg
-        self.eng, self.model = eng, eng.model
-        self.tokens = torch.tensor(layout.tokens, device=dev)[None]  # [1, T]
-        self.positions = torch.arange(self.tokens.shape[1], device=dev)[None]
-        self.canvas_idx = layout.canvas_index.to(dev)  # [N]
-        self.pred_rows = predictor_rows(layout, cfg).to(dev)  # [N]
-        # rows run in every denoising forward: the canvas, and the rows that predict it under the shift
-        self.active = torch.unique(torch.cat([self.canvas_idx, self.pred_rows]))
-        is_active = torch.zeros(self.tokens.shape[1], dtype=torch.bool, device=dev)
-        is_active[self.active] = True
-        self.context_rows = (~is_active).nonzero()[:, 0]
-        self.pred_in_active = torch.searchsorted(self.active, self.pred_rows)
-        self.forwards = 0
-        self.graph = None
-        self.ctx: KVCache | None = None  # K/V of the context rows, in their order, once complete
-        self.pending: Tensor | None = None  # context rows still to encode, beside the canvas (first forward)
-        self._prepare_context()
-
-    def _prepare_context(self) -> None:
-        """Reuse what the last request's context cache allows (see engine.context_cache), encode the rest.
-
-        Causal context: the rows between the reused lead and tail are encoded now, causally after the
-        lead. Bidirectional: with nothing reusable the first forward runs the whole layout; otherwise the
-        new rows run beside the canvas in the first forward, attending to the reused rows, the canvas and
-        each other, as they would in a full forward."""
-        eng, cfg = self.eng, self.eng.cfg
-        cache = eng.context
-        self.ctx_tokens = tuple(self.tokens[0, self.context_rows].tolist())
-        self.ctx_pos = tuple(self.positions[0, self.context_rows].tolist())
-        causal = cfg.family.context_attention == "causal"
-        plan = cache.plan(self.ctx_tokens, self.ctx_pos, allow_tail=eng.approximate_reuse, lead_exact=causal)
-        self.approximate = plan.approximate or (not causal and plan.lead > 0)
-        lead, tail = cache.reused(plan, cfg.rope_theta)
-        self.age = cache.age + 1 if self.approximate else 0
-        cache.clear()  # never keep a cache that a failure below could leave half-built
-        middle = self.context_rows[plan.lead: plan.total - plan.tail]
-        if causal:
-            if len(middle):
-                lead = self.model.encode(self.tokens[:, middle], self.positions[:, middle], lead)
-            if lead is None and tail is None:
-                lead = KVCache.empty(cfg, 1, eng.device, eng.dtype)
-            self._complete(concat(lead, tail))
-        elif lead is not None or tail is not None:
-            self._lead, self._tail = lead, tail
-            self.ctx = concat(lead, tail)
-            if len(middle):
-                self.pending = middle
-            else:
-                self._complete(self.ctx)
-
-    def _complete(self, ctx: KVCache) -> None:
-        self.ctx, self.pending, self.graph = ctx, None, None
-        self.eng.context.store(self.ctx_tokens, self.ctx_pos, ctx, self.age)
-
-    def _refresh_due(self) -> bool:
-        every = self.eng.refresh_context_every
-        return self.ctx is None or bool(every and self.forwards % every == 0)
-
-    def hidden(self) -> Tensor:
-        """Final-norm hidden states of the predictor rows, [N, D], after one forward."""
-        refresh = self._refresh_due()
-        self.forwards += 1
-        if refresh:
-            hidden, ctx = self.model.hidden(self.tokens, self.positions, keep=self.context_rows)
-            self.age = 0
-            self._complete(ctx)
-            return hidden[0, self.pred_rows]
-        if self.pending is not None:
-            rows = torch.cat([self.active, self.pending]).sort().values
-            hidden, kv = self.model.denoise(self.tokens[:, rows], self.positions[:, rows], self.ctx,
-                                            keep=torch.searchsorted(rows, self.pending))
-            self._complete(concat(self._lead, kv, self._tail))
-            return hidden[0, torch.searchsorted(rows, self.pred_rows)]
-        hidden = self.model.denoise(self.tokens[:, self.active], self.positions[:, self.active], self.ctx)
-        return hidden[0, self.pred_in_active]
-
-    def logits(self) -> Tensor:
-        logits = self.model.logits(self.hidden())
-        logits[:, self.eng.cfg.mask_id] = float("-inf")  # the noise token is never a proposal
-        return logits
-
-    def fused_proposal(self, sampler: SamplerConfig, generator: torch.Generator | None, canvas: Tensor,
-                       masked: Tensor):
-        """The step's proposal from the fused epilogue. Only positions still masked go through the LM head
-        (the sampler reads nothing else); the committed ones are filled with their own token, certain."""
-        mask_id = self.eng.cfg.mask_id
-        graphs = self.eng.graphs
-        shifted = self.eng.cfg.family.shift_logits
-        if (graphs is not None and sampler.temperature == 0 and not shifted and self.pending is None
-                and not self._refresh_due()):
-            if self.graph is None:
-                self.graph = graphs.prepare(len(self.active), self.ctx)
-            self.forwards += 1
-            stats = self.graph.run(self.tokens[:, self.active], self.positions[:, self.active])
-        else:
-            hidden = self.hidden()
-            seed = 0
-            if sampler.temperature > 0:  # a fresh seed per step, drawn from the caller's generator
-                device = generator.device if generator is not None else "cpu"
-                seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=device))
-            rows = masked.nonzero()[:, 0]
-            part = self.model.ops(hidden).lm_head_epilogue(hidden[rows], self.model.lm_head_weight,
-                                                           temperature=sampler.temperature, seed=seed, banned=mask_id)
-            stats = _scatter_rows(part, rows, canvas) if len(rows) < len(canvas) else part
-        return proposal_from_stats(stats, sampler, generator)
 
 
 def load(model: str | Path | None = None, device: str | None = "auto", dtype: str | torch.dtype | None = None,

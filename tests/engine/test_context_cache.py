@@ -85,10 +85,10 @@ def test_bidirectional_warm_logits_track_the_edit(tiny_dirs):
     """The approximation is close: the first step's logits after an edit are much nearer to a full recompute
     than to the logits before the edit."""
     def first_logits(eng, prefix):
-        from dg_lsp.engine.engine import _CanvasForward
+        from dg_lsp.engine.forward import CanvasForward
         from dg_lsp.engine.prompt import build_layout
 
-        return _CanvasForward(eng, build_layout(InfillRequest.at_cursor(prefix, SUFFIX, 8), eng.tokenizer, eng.cfg)).logits()
+        return CanvasForward(eng, build_layout(InfillRequest.at_cursor(prefix, SUFFIX, 8), eng.tokenizer, eng.cfg)).logits()
 
     edited = PREFIX + "        total = 0\n"
     warm = load(tiny_dirs["open-dcoder"], device="cpu", dtype="float64")
@@ -125,3 +125,43 @@ def test_approximations_in_a_row_end_in_an_exact_recompute(tiny_dirs):
 def test_context_reuse_setting_is_checked(tiny_dirs):
     with pytest.raises(Exception, match="context_reuse='sometimes'"):
         load(tiny_dirs["dg"], device="cpu", context_reuse="sometimes")
+
+
+def _rows_per_step(eng, monkeypatch, request, sampler):
+    rows = []
+    original = eng.model.denoise
+
+    def spy(tokens, positions, ctx, ctx_len=None, keep=None):
+        rows.append(tokens.shape[1])
+        return original(tokens, positions, ctx, ctx_len, keep)
+
+    monkeypatch.setattr(eng.model, "denoise", spy)
+    states = list(eng.infill(request, sampler))
+    return rows, states
+
+
+@pytest.mark.parametrize("family", ["open-dcoder", "llada"])
+def test_committed_canvas_rows_stop_running_under_approximate_reuse(tiny_dirs, family, monkeypatch):
+    """A position committed at one step runs once more with its token, then its K/V join the cache: the rows
+    run per step shrink; the first two steps are the same as without freezing, and the canvas completes."""
+    request = InfillRequest.at_cursor(PREFIX, SUFFIX, 12)
+    sampler = SamplerConfig(steps=4, halt_when_stable=False)
+    frozen = load(tiny_dirs[family], device="cpu", dtype="float64", context_reuse="approximate")
+    rows, states = _rows_per_step(frozen, monkeypatch, request, sampler)
+    plain = load(tiny_dirs[family], device="cpu", dtype="float64", context_reuse="exact")
+    reference = list(plain.infill(request, sampler))
+    shift = 1 if frozen.cfg.family.shift_logits else 0
+    assert rows[0] == 12 + shift  # first step after the full forward: every canvas row (+ the row before)
+    assert rows == sorted(rows, reverse=True) and rows[-1] < rows[0]
+    for a, b in zip(states[:2], reference[:2]):
+        assert torch.equal(a.canvas, b.canvas)
+    assert not states[-1].masked.any() and frozen.cfg.mask_id not in states[-1].canvas.tolist()
+    agree = (states[-1].canvas == reference[-1].canvas).float().mean().item()
+    assert agree >= 0.5  # approximate: most positions still agree on a random model
+
+
+def test_exact_reuse_never_freezes(tiny_dirs, monkeypatch):
+    eng = load(tiny_dirs["dg"], device="cpu")
+    rows, _ = _rows_per_step(eng, monkeypatch, InfillRequest.at_cursor(PREFIX, SUFFIX, 12),
+                             SamplerConfig(steps=4, halt_when_stable=False))
+    assert rows == [12] * 4
