@@ -18,7 +18,7 @@ Across requests the context K/V are kept and only what an edit changed is encode
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -52,6 +52,18 @@ class StepState:
     encode_ms: float  # context encode (prefix/suffix) done before this step; 0 after the first
     step_ms: float  # this step's forward and update
     done: bool
+
+
+def blocks(n: int, steps: int, block_length: int, device: torch.device) -> Iterator[tuple[Tensor, int]]:
+    """(canvas positions of each block [n] bool, its steps), left to right. The steps are shared as LLaDA
+    shares commits over steps: equal parts, the remainder to the first blocks, at least one each."""
+    size = block_length if 0 < block_length < n else n
+    starts = range(0, n, size)
+    for b, start in enumerate(starts):
+        share = steps // len(starts) + (1 if b < steps % len(starts) else 0)
+        in_block = torch.zeros(n, dtype=torch.bool, device=device)
+        in_block[start: start + size] = True
+        yield in_block, max(1, share)
 
 
 class Engine:
@@ -163,34 +175,48 @@ class Engine:
         hole = torch.tensor(layout.hole_of(), device=dev)  # canvas position -> its hole
         hole_start = torch.ones_like(hole, dtype=torch.bool)
         hole_start[1:] = hole[1:] != hole[:-1]
-        previous = None
-        for i in range(sampler.steps):
-            check_cancel()
-            t0 = time.perf_counter()
-            if fused:
-                proposal, current_prob = run.fused_proposal(sampler, generator, canvas, masked), None
-            else:
-                logits = run.logits()
-                proposal = propose(logits, sampler, generator)
-                current_prob = logits.softmax(-1).gather(-1, canvas[:, None])[:, 0] if sampler.commit == "renoise" else None
-            before = int(masked.sum())
-            stable = (sampler.halt_when_stable and previous is not None
-                      and bool((proposal.tokens[masked] == previous[masked]).all()))
-            if stable:  # nothing moved since the last step: commit what the model keeps proposing
-                canvas, masked = torch.where(masked, proposal.tokens, canvas), torch.zeros_like(masked)
-            else:
-                held = held_back_ends(proposal.tokens, masked, hole_start, end_ids) if sampler.ends_in_order else None
-                canvas, masked = update_canvas(canvas, masked, proposal, current_prob, i, sampler, cfg.mask_id, held)
-            previous = proposal.tokens
-            run.tokens[0, run.canvas_idx] = canvas
-            done = not bool(masked.any())
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            yield StepState(step=i, canvas=canvas.clone(), masked=masked.clone(), committed=before - int(masked.sum()),
-                            encode_ms=encode_ms, step_ms=(time.perf_counter() - t0) * 1e3, done=done)
-            encode_ms = 0.0
-            if done:
-                return
+        if not bool(masked.any()):  # nothing to fill (a rewrite that re-noised nothing): done as it is
+            yield StepState(step=0, canvas=canvas.clone(), masked=masked.clone(), committed=0, encode_ms=encode_ms,
+                            step_ms=0.0, done=True)
+            return
+        i = 0
+        for in_block, block_steps in blocks(len(canvas), sampler.steps, sampler.block_length, dev):
+            block_sampler = replace(sampler, steps=block_steps)
+            previous = None
+            for j in range(block_steps):
+                live = masked & in_block  # what this step may commit
+                if not bool(live.any()):
+                    break
+                check_cancel()
+                t0 = time.perf_counter()
+                if fused:
+                    proposal, current_prob = run.fused_proposal(sampler, generator, canvas, live), None
+                else:
+                    logits = run.logits()
+                    proposal = propose(logits, sampler, generator)
+                    current_prob = (logits.softmax(-1).gather(-1, canvas[:, None])[:, 0]
+                                    if sampler.commit == "renoise" else None)
+                before = int(masked.sum())
+                stable = (sampler.halt_when_stable and previous is not None
+                          and bool((proposal.tokens[live] == previous[live]).all()))
+                if stable:  # nothing moved since the last step: commit what the model keeps proposing
+                    canvas, live = torch.where(live, proposal.tokens, canvas), torch.zeros_like(live)
+                else:
+                    held = held_back_ends(proposal.tokens, live, hole_start, end_ids) if sampler.ends_in_order else None
+                    canvas, live = update_canvas(canvas, live, proposal, current_prob, j, block_sampler, cfg.mask_id,
+                                                 held)
+                masked = (masked & ~in_block) | live
+                previous = proposal.tokens
+                run.tokens[0, run.canvas_idx] = canvas
+                done = not bool(masked.any())
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                yield StepState(step=i, canvas=canvas.clone(), masked=masked.clone(),
+                                committed=before - int(masked.sum()), encode_ms=encode_ms,
+                                step_ms=(time.perf_counter() - t0) * 1e3, done=done)
+                encode_ms, i = 0.0, i + 1
+                if done:
+                    return
 
     def _renoise_init(self, canvas: Tensor, masked: Tensor, logits: Tensor, strength: float) -> tuple[Tensor, Tensor]:
         existing = ~masked

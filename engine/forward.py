@@ -8,8 +8,10 @@ canvas, and under the logits shift the row before each canvas position) run ever
 - Frozen canvas rows (approximate reuse only, as Fast-dLLM's cache): a canvas position committed at one
   step runs once more with its token as input, then its K/V join the cache and it stops running. Only
   the positions still masked (and, under the shift, the rows that predict them) run after that, so a
-  long canvas gets cheaper step by step. Never on the logits path (renoise may re-mask a commit), with
-  CUDA graphs (fixed rows), or when the context is refreshed.
+  long canvas gets cheaper step by step. With semi-autoregressive blocks the positions of later blocks
+  freeze too, with their noise tokens' K/V (Fast-dLLM's dual cache), and run again when their block
+  starts. Never on the logits path (renoise may re-mask a commit), with CUDA graphs (fixed rows), or when
+  the context is refreshed.
 Logits come out per canvas position: row j predicts canvas position j (itself, or the row before it).
 """
 
@@ -48,6 +50,7 @@ class CanvasForward:
         self.pending: Tensor | None = None  # context rows still to encode, beside the canvas (first forward)
         self.freezing = eng.approximate_reuse and eng.refresh_context_every is None and eng.graphs is None
         self.frozen: KVCache | None = None  # K/V of canvas positions that no longer run
+        self.frozen_pos = torch.zeros(0, dtype=torch.long, device=dev)  # their canvas positions, in cache order
         self.live = torch.ones(len(self.canvas_idx), dtype=torch.bool, device=dev)  # canvas positions that run
         self._prepare_context()
 
@@ -105,8 +108,10 @@ class CanvasForward:
             hidden, ctx = self.model.hidden(self.tokens, self.positions, keep=self.context_rows)
             self.age = 0
             self._complete(ctx)
-            self.frozen, self.live = None, torch.ones_like(self.live)  # the whole canvas ran again
+            self._thaw(torch.ones_like(self.live))  # the whole canvas ran again
             return hidden[0, pred]
+        if want is not None and bool((want & ~self.live).any()):
+            self._thaw(want & ~self.live)  # a later block's positions: they run again from here
         if self.pending is None and not (self.freezing and want is not None) and self.frozen is None:
             hidden = self.model.denoise(self.tokens[:, self.active], self.positions[:, self.active], self.ctx)
             return hidden[0, self.pred_in_active if want is None else self.pred_in_active[want]]
@@ -131,8 +136,17 @@ class CanvasForward:
         if bool(freeze.any()):
             new = _rows(kv, slice(n, None))
             self.frozen = new if self.frozen is None else concat(self.frozen, new)
+            self.frozen_pos = torch.cat([self.frozen_pos, freeze.nonzero()[:, 0]])
             self.live &= ~freeze
         return hidden[0, torch.searchsorted(rows, pred)]
+
+    def _thaw(self, positions: Tensor) -> None:
+        """Canvas positions (bool [N]) run again: their frozen K/V leave the cache."""
+        if self.frozen is not None:
+            keep = ~positions[self.frozen_pos]
+            self.frozen = _rows(self.frozen, keep) if bool(keep.any()) else None
+            self.frozen_pos = self.frozen_pos[keep]
+        self.live |= positions
 
     def logits(self) -> Tensor:
         logits = self.model.logits(self.hidden())
@@ -165,7 +179,7 @@ class CanvasForward:
         return proposal_from_stats(stats, sampler, generator)
 
 
-def _rows(kv: KVCache, part: slice) -> KVCache:
+def _rows(kv: KVCache, part: slice | Tensor) -> KVCache:
     return KVCache([k[:, :, part] for k in kv.k], [v[:, :, part] for v in kv.v])
 
 

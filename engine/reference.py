@@ -27,8 +27,12 @@ from dg_lsp.engine.prompt import Layout, attention_mask
 
 @torch.inference_mode()
 def reference_infill(model: Transformer, cfg: ModelConfig, layout: Layout, steps: int, loop: str = "llada",
-                     confidence: str = "max_prob", eps: float = 1e-3) -> Tensor:
-    """Returns the final sequence [T]; canvas positions hold the committed tokens."""
+                     confidence: str = "max_prob", eps: float = 1e-3, block_length: int = 0) -> Tensor:
+    """Returns the final sequence [T]; canvas positions hold the committed tokens.
+
+    block_length (llada loop): LLaDA's semi-autoregressive blocks over the canvas positions, left to right,
+    steps shared equally (LLaDA asks steps to be a multiple of the block count; the remainder, if any, goes
+    to the first blocks); confidence is -inf outside the current block, as LLaDA's generate sets it."""
     device = model.tok_embeddings.weight.device
     x = torch.tensor(layout.tokens, device=device)[None]  # [1, T]
     positions = torch.arange(x.shape[1], device=device)[None]
@@ -44,20 +48,27 @@ def reference_infill(model: Transformer, cfg: ModelConfig, layout: Layout, steps
         return logits
 
     if loop == "llada":
-        mask_index = x == mask_id
-        n = int(mask_index.sum())
-        counts = [n // steps + (1 if i < n % steps else 0) for i in range(steps)]
-        for i in range(steps):
-            mask_index = x == mask_id
-            logits = logits_of(x)
-            x0 = logits.argmax(dim=-1)  # temperature 0: Gumbel noise ** 0 == 1 leaves the argmax
-            p = F.softmax(logits, dim=-1)
-            x0_p = torch.gather(p, -1, x0[..., None])[..., 0]
-            x0 = torch.where(mask_index, x0, x)
-            conf = torch.where(mask_index, x0_p, torch.tensor(float("-inf"), dtype=x0_p.dtype, device=device))
-            if counts[i] > 0:
-                select = conf[0].topk(counts[i]).indices
-                x[0, select] = x0[0, select]
+        canvas = layout.canvas_index.to(device)
+        size = block_length if 0 < block_length < len(canvas) else len(canvas)
+        n_blocks = -(-len(canvas) // size)
+        for b in range(n_blocks):
+            block_steps = max(1, steps // n_blocks + (1 if b < steps % n_blocks else 0))
+            in_block = torch.zeros_like(x, dtype=torch.bool)
+            in_block[0, canvas[b * size: (b + 1) * size]] = True
+            n = int(((x == mask_id) & in_block).sum())
+            counts = [n // block_steps + (1 if i < n % block_steps else 0) for i in range(block_steps)]
+            for i in range(block_steps):
+                mask_index = x == mask_id
+                logits = logits_of(x)
+                x0 = logits.argmax(dim=-1)  # temperature 0: Gumbel noise ** 0 == 1 leaves the argmax
+                p = F.softmax(logits, dim=-1)
+                x0_p = torch.gather(p, -1, x0[..., None])[..., 0]
+                x0 = torch.where(mask_index, x0, x)
+                conf = torch.where(mask_index & in_block, x0_p,
+                                   torch.tensor(float("-inf"), dtype=x0_p.dtype, device=device))
+                if counts[i] > 0:
+                    select = conf[0].topk(counts[i]).indices
+                    x[0, select] = x0[0, select]
         return x[0]
 
     if loop != "dream":

@@ -81,6 +81,10 @@ class SamplerConfig:
     # pad/EOS commit only after the position to their left (see engine.sampler.held_back_ends); off = the
     # plain confidence order of the Dream and LLaDA reference loops
     ends_in_order: bool = True
+    # semi-autoregressive blocks (LLaDA's block_length): the canvas is decoded left to right in blocks of
+    # this many positions, each with its share of the steps; commits happen only in the current block.
+    # 0: the whole canvas is one block
+    block_length: int = 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -94,6 +98,8 @@ class SamplerConfig:
             ("temperature", self.temperature, 0.0 <= self.temperature <= 10.0, "a number in [0, 10]"),
             ("top_p", self.top_p, 0.0 < self.top_p <= 1.0, "a number in (0, 1]"),
             ("strength", self.strength, 0.0 <= self.strength <= 1.0, "a number in [0, 1]"),
+            ("block_length", self.block_length, isinstance(self.block_length, int) and 0 <= self.block_length <= 4096,
+             "an integer 0..4096 (0: one block)"),
         ]
         for name, value, ok, expected in checks:
             if not ok:
