@@ -8,24 +8,36 @@ timings, L2 flushed between runs), counts the bytes a kernel must move at minimu
 outputs written once) and reports achieved GB/s against the device's peak memory bandwidth: these
 kernels are memory-bound at the canvas sizes we run, so % of peak bandwidth is the roofline figure.
 The `err` column is the relative RMS difference to the reference: a quick sanity check, not a test.
-Shapes are those of the target models: Qwen2.5-Coder-0.5B (Open-dCoder), Qwen2.5-7B (Dream), LLaDA-8B.
+Shapes are those of the target models: Qwen2.5-Coder-0.5B (Open-dCoder), Qwen2.5-7B (Dream), LLaDA-8B,
+DiffusionGemma (two attention layer kinds, head dims 256 and 512, scale 1.0; LM head softcapped at 30).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import NamedTuple
 
 import torch
 
-# (name, hidden D, q heads, kv heads, head dim, vocab)
+
+class Model(NamedTuple):
+    name: str
+    hidden: int
+    attention: tuple[tuple[int, int, int], ...]  # one (q heads, kv heads, head dim) per kind of layer
+    vocab: int
+    unit_scale: bool = False  # q and k are RMS-normed: attention scale 1.0, not head_dim ** -0.5
+    softcap: float | None = None  # final logit softcap of the LM head
+
+
 MODELS = [
-    ("qwen2.5-0.5b", 896, 14, 2, 64, 151_936),
-    ("qwen2.5-7b", 3584, 28, 4, 128, 152_064),
-    ("llada-8b", 4096, 32, 32, 128, 126_464),
+    Model("qwen2.5-0.5b", 896, ((14, 2, 64),), 151_936),
+    Model("qwen2.5-7b", 3584, ((28, 4, 128),), 152_064),
+    Model("llada-8b", 4096, ((32, 32, 128),), 126_464),
+    Model("diffusiongemma", 2816, ((8, 2, 256), (16, 8, 512)), 262_144, unit_scale=True, softcap=30.0),
 ]
 CANVAS = [16, 64, 256]
-CONTEXT = [512, 4096]
+CONTEXT = [512, 2048, 4096]
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 # HBM peak in GB/s by device name, for drivers / torch builds that do not expose clock and bus width
@@ -61,32 +73,35 @@ def cases(dtype: torch.dtype, only: set[str], dev: str = "cuda"):
 
     es = torch.tensor([], dtype=dtype).element_size()
     randn = lambda *s: torch.randn(*s, device=dev, dtype=dtype)  # noqa: E731
-    for name, d, hq, hkv, hd, vocab in MODELS:
+    for name, d, layers, vocab, unit_scale, softcap in MODELS:
         for c in CANVAS:
             if "rmsnorm" in only:
                 x, r, w = randn(c, d), randn(c, d), randn(d)
                 yield ("rms_norm", f"{name} rows={c}", lambda: rms_norm(x, w, 1e-6, r),
                        lambda: naive.rms_norm(x, w, 1e-6, r), (4 * c * d + d) * es, lambda f, n: rel_rms(f[0], n[0]))
-            if "rope" in only:
-                q = randn(1, c, hq, hd).transpose(1, 2)  # projection layout viewed as [B, H, T, D]
-                cos, sin = randn(c, hd), randn(c, hd)
-                yield ("rope", f"{name} q T={c}", lambda: rope(q, cos, sin), lambda: naive.rope(q, cos, sin),
-                       (2 * q.numel() + 2 * cos.numel()) * es, rel_rms)
-            if "attention" in only:
-                for ctx in CONTEXT:
-                    q = randn(1, hq, c, hd)
-                    kx, vx = randn(1, hkv, ctx, hd), randn(1, hkv, ctx, hd)
-                    kc, vc = randn(1, hkv, c, hd), randn(1, hkv, c, hd)
-                    n = torch.tensor(ctx, device=dev)
-                    yield ("canvas_attention", f"{name} C={c} ctx={ctx}",
-                           lambda: canvas_attention(q, kx, vx, kc, vc, hd**-0.5, n),
-                           lambda: naive.canvas_attention(q, kx, vx, kc, vc, hd**-0.5, ctx),
-                           (2 * q.numel() + 2 * kx.numel() + 2 * kc.numel()) * es, rel_rms)
+            for hq, hkv, hd in layers:
+                kind = f" {hq}/{hkv}x{hd}" if len(layers) > 1 else ""  # which layer kind, where there are two
+                if "rope" in only:
+                    q = randn(1, c, hq, hd).transpose(1, 2)  # projection layout viewed as [B, H, T, D]
+                    cos, sin = randn(c, hd), randn(c, hd)
+                    yield ("rope", f"{name}{kind} q T={c}", lambda: rope(q, cos, sin),
+                           lambda: naive.rope(q, cos, sin), (2 * q.numel() + 2 * cos.numel()) * es, rel_rms)
+                if "attention" in only:
+                    scale = 1.0 if unit_scale else hd**-0.5  # randn q, k already have RMS ~1, as normed ones do
+                    for ctx in CONTEXT:
+                        q = randn(1, hq, c, hd)
+                        kx, vx = randn(1, hkv, ctx, hd), randn(1, hkv, ctx, hd)
+                        kc, vc = randn(1, hkv, c, hd), randn(1, hkv, c, hd)
+                        n = torch.tensor(ctx, device=dev)
+                        yield ("canvas_attention", f"{name}{kind} C={c} ctx={ctx}",
+                               lambda: canvas_attention(q, kx, vx, kc, vc, scale, n),
+                               lambda: naive.canvas_attention(q, kx, vx, kc, vc, scale, ctx),
+                               (2 * q.numel() + 2 * kx.numel() + 2 * kc.numel()) * es, rel_rms)
             if "epilogue" in only:
                 h, w = randn(c, d), randn(vocab, d) * d**-0.5
-                yield ("lm_head_epilogue", f"{name} R={c} V={vocab}",
-                       lambda: lm_head_epilogue(h, w, temperature=0.7, seed=1),
-                       lambda: naive.lm_head_epilogue(h, w, temperature=0.7, seed=1),
+                yield ("lm_head_epilogue", f"{name} R={c} V={vocab}" + (f" softcap={softcap:g}" if softcap else ""),
+                       lambda: lm_head_epilogue(h, w, temperature=0.7, softcap=softcap, seed=1),
+                       lambda: naive.lm_head_epilogue(h, w, temperature=0.7, softcap=softcap, seed=1),
                        (vocab * d + c * d) * es, lambda f, n: rel_rms(f.entropy, n.entropy))
 
 

@@ -8,6 +8,9 @@ KV heads (Open-dCoder: 2). Two choices follow from that:
   would leave most SMs idle; a small second kernel merges the fp32 partials by their log-sum-exp.
 Splits are sized from the cache capacity L (host-known), and the key range is divided in-kernel from
 ctx_len, so a CUDA graph captured once replays with any ctx_len held in a device tensor.
+Head dims 16..512 (powers of 2; DiffusionGemma: 256 sliding, 512 full layers): the tiles shrink as D grows
+(`_TILES`), so the fp32 accumulator [BLOCK_M, D] stays in registers and the K/V tiles in shared memory.
+`scale` is taken as given (1.0 for models that RMS-normalise q and k); nothing assumes D ** -0.5.
 Reference: kernels.naive.canvas_attention.
 """
 
@@ -124,12 +127,13 @@ def _attention_combine_kernel(
     part_ptr, lse_ptr, o_ptr, n_rows,
     NUM_SPLITS: tl.constexpr,
     BLOCK_S: tl.constexpr,  # next power of 2 >= NUM_SPLITS
-    BLOCK_ROWS: tl.constexpr,  # rows per program, sized so the [S, rows, D] tile stays <= 4k elements
+    BLOCK_ROWS: tl.constexpr,  # rows per program, sized so the [S, rows, BLOCK_D] tile stays <= 4k elements
+    BLOCK_D: tl.constexpr,  # head-dim slice per program (grid axis 1): a 64-split, 512-wide tile would spill
     HEAD_DIM: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
     s = tl.arange(0, BLOCK_S)
-    d = tl.arange(0, HEAD_DIM)
+    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     rmask = rows < n_rows
     mask = (s < NUM_SPLITS)[:, None] & rmask[None, :]  # [S, ROWS]
     off = s[:, None].to(tl.int64) * n_rows + rows[None, :]
@@ -144,6 +148,40 @@ def _attention_combine_kernel(
 @functools.cache
 def _num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+
+
+# head dim -> (BLOCK_M cap, BLOCK_N, num_warps, num_stages) for 16-bit inputs. Budget per program: the fp32
+# accumulator [BLOCK_M, D] at <= 64 registers per thread; K and V tiles <= 16 KB each per pipeline stage;
+# from D = 256 on, the stages plus q within ~100 KB of shared memory (L40S / RTX 4090 allow 99 KB per block,
+# A100 164 KB, H100 227 KB). A head dim is supported exactly when it has a row here.
+_TILES = {
+    16: (64, 64, 4, 3),
+    32: (64, 64, 4, 3),
+    64: (64, 64, 4, 3),
+    128: (64, 64, 4, 3),  # acc 64x128 fp32 = 64 regs/thread at 4 warps; K, V tiles 16 KB each
+    256: (64, 32, 8, 2),  # acc 64x256 fp32 needs 8 warps for 64 regs/thread; 2 stages of 2 x 16 KB + q 32 KB
+    512: (32, 16, 8, 2),  # acc 32x512 fp32 = 64 regs/thread at 8 warps; 2 stages of 2 x 16 KB + q 32 KB
+}
+# fp32 inputs (tests, debugging): ieee dots run on the FMA units and every tile is twice the bytes
+_TILES_FP32 = {
+    16: (64, 32, 8, 3),
+    32: (64, 32, 8, 3),
+    64: (64, 32, 8, 3),
+    128: (64, 32, 8, 3),
+    256: (32, 16, 8, 2),  # K, V tiles 16 KB each per stage, q 32 KB
+    512: (16, 16, 8, 1),  # q 32 KB + K, V tiles 32 KB each: a second stage would pass 100 KB
+}
+HEAD_DIMS = tuple(_TILES)
+
+
+def unsupported(head_dim: int | None, dtype: torch.dtype | None) -> str | None:
+    """Why the kernel cannot take a call ("head_dim 96", "dtype float64"; None: any), or None when it can.
+    The launcher raises on it; kernels.supports and the ops_for kernel set fall back to the reference."""
+    if head_dim is not None and head_dim not in _TILES:
+        return f"head_dim {head_dim}"
+    if dtype is not None and dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        return f"dtype {str(dtype).removeprefix('torch.')}"
+    return None
 
 
 def canvas_attention(q: Tensor, k_ctx: Tensor, v_ctx: Tensor, k_canvas: Tensor, v_canvas: Tensor,
@@ -169,8 +207,9 @@ def _canvas_attention(q, k_ctx, v_ctx, k_canvas, v_canvas, scale, ctx_len=None, 
     if any(t.dtype != q.dtype for t in (k_ctx, v_ctx, k_canvas, v_canvas)):
         raise ValueError(f"q, k and v must share one dtype, got {q.dtype}, {k_ctx.dtype}, {v_ctx.dtype}, "
                          f"{k_canvas.dtype}, {v_canvas.dtype}")
-    if D not in (16, 32, 64, 128, 256):
-        raise ValueError(f"head dim must be a power of 2 in [16, 256], got {D}")
+    if D not in _TILES:
+        raise ValueError(f"kernels: canvas_attention supports head dims {HEAD_DIMS}, got {D}; "
+                         "use kernels.naive.canvas_attention (the kernel set of kernels.ops_for falls back by itself)")
     q, k_ctx, v_ctx, k_canvas, v_canvas = (t if t.stride(-1) == 1 else t.contiguous()
                                            for t in (q, k_ctx, v_ctx, k_canvas, v_canvas))
     ctx_from_ptr = isinstance(ctx_len, Tensor)
@@ -192,9 +231,10 @@ def _canvas_attention(q, k_ctx, v_ctx, k_canvas, v_canvas, scale, ctx_len=None, 
 
     group = Hq // Hkv
     rows = group * C
-    BLOCK_M = block_m or (64 if rows > 32 else max(16, triton.next_power_of_2(rows)))  # tl.dot needs M >= 16
     fp32 = q.dtype == torch.float32  # test / debug path: FMA dots, so smaller key tiles and more warps
-    BLOCK_N = block_n or (32 if fp32 or D > 128 else 64)
+    max_m, BLOCK_N, num_warps, num_stages = (_TILES_FP32 if fp32 else _TILES)[D]
+    BLOCK_M = block_m or min(max_m, max(16, triton.next_power_of_2(rows)))  # tl.dot needs M >= 16
+    BLOCK_N = block_n or BLOCK_N
     m_tiles = triton.cdiv(rows, BLOCK_M)
     if num_splits is None:  # enough programs to fill the GPU twice, but >= 4 key tiles per split
         want = triton.cdiv(2 * _num_sms(q.device), B * Hkv * m_tiles)
@@ -213,13 +253,14 @@ def _canvas_attention(q, k_ctx, v_ctx, k_canvas, v_canvas, scale, ctx_len=None, 
         *q.stride()[:3], *k_ctx.stride()[:3], *v_ctx.stride()[:3], *k_canvas.stride()[:3], *v_canvas.stride()[:3],
         GROUP=group, HEAD_DIM=D, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, NUM_SPLITS=num_splits,
         CTX_FROM_PTR=ctx_from_ptr, UPCAST=upcast, DOT_PRECISION="ieee" if fp32 else "tf32",
-        num_warps=8 if fp32 else 4, num_stages=2 if upcast else 3,
+        num_warps=num_warps, num_stages=num_stages,
     )
     if num_splits > 1:
-        BLOCK_S = triton.next_power_of_2(num_splits)
-        BLOCK_ROWS = max(1, min(16, 4096 // (BLOCK_S * D)))
-        _attention_combine_kernel[(triton.cdiv(n_rows, BLOCK_ROWS),)](
+        BLOCK_S = triton.next_power_of_2(num_splits)  # <= 64
+        BLOCK_D = min(D, max(16, 4096 // BLOCK_S))
+        BLOCK_ROWS = max(1, min(16, 4096 // (BLOCK_S * BLOCK_D)))
+        _attention_combine_kernel[(triton.cdiv(n_rows, BLOCK_ROWS), D // BLOCK_D)](
             part, lse, out, n_rows,
-            NUM_SPLITS=num_splits, BLOCK_S=BLOCK_S, BLOCK_ROWS=BLOCK_ROWS, HEAD_DIM=D, num_warps=4,
+            NUM_SPLITS=num_splits, BLOCK_S=BLOCK_S, BLOCK_ROWS=BLOCK_ROWS, BLOCK_D=BLOCK_D, HEAD_DIM=D, num_warps=4,
         )
     return out
