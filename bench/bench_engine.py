@@ -133,7 +133,7 @@ class Autoregressive:
 
 
 def bench_config(shape: str, dtype_name: str, device: torch.device, canvases: list[int], reference: set[int],
-                 repeat: int, prefix: int, suffix: int) -> dict:
+                 repeat: int, prefix: int, suffix: int, block_length: int = 0) -> dict:
     quantize = dtype_name == "int8"
     dtype = torch.bfloat16 if quantize and device.type == "cpu" else DTYPES.get(dtype_name, torch.bfloat16)
     model = random_model(shape, device, dtype)
@@ -148,10 +148,10 @@ def bench_config(shape: str, dtype_name: str, device: torch.device, canvases: li
         engines["approximate"] = Engine(model, tokenizer=None, cfg=cfg, context_reuse="approximate")
     ar = Autoregressive(model)
     row = {"shape": shape, "family": cfg.family.name, "dtype": dtype_name, "params": cfg.num_params(),
-           "prefix": prefix, "suffix": suffix}
+           "prefix": prefix, "suffix": suffix, "block_length": block_length}
     for canvas in canvases:
         steps = max(1, canvas // TOKENS_PER_FORWARD)
-        sampler = SamplerConfig(steps=steps, halt_when_stable=False)
+        sampler = SamplerConfig(steps=steps, halt_when_stable=False, block_length=block_length)
         base = layout(canvas, prefix, suffix, cfg.vocab_size, cfg.mask_id)
         edited = layout(canvas, prefix, suffix, cfg.vocab_size, cfg.mask_id, typed=(1234,))
         turn = [0]
@@ -213,6 +213,10 @@ METHODS = [("a_reference", "(a) reference sampler"), ("b_ar_cold", "(b) autoregr
            ("d_engine_warm_auto", "(d) engine, warm"), ("d_engine_warm_approximate", "(d') engine, warm, approximate reuse")]
 
 
+def label(r: dict) -> str:
+    return r["shape"] + (f", blocks of {r['block_length']}" if r.get("block_length") else "")
+
+
 def report(files: list[Path]) -> tuple[str, list[dict]]:
     runs = [json.loads(f.read_text()) for f in files]
     rows = [r["row"] for r in runs]
@@ -225,10 +229,10 @@ def report(files: list[Path]) -> tuple[str, list[dict]]:
            "| shape | family | dtype | method | " + " | ".join(f"canvas {c}" for c in canvases) + " |",
            "|---|---|---|---|" + "---|" * len(canvases)]
     for r in rows:
-        for key, label in METHODS:
+        for key, name in METHODS:
             cells = [r.get(f"{key}_{c}") for c in canvases]
             if any(v is not None for v in cells):
-                out.append(f"| {r['shape']} | {r['family']} | {r['dtype']} | {label} | "
+                out.append(f"| {label(r)} | {r['family']} | {r['dtype']} | {name} | "
                            + " | ".join("–" if v is None else f"{v:,.0f}" for v in cells) + " |")
     out += ["", "Ratios (higher: our engine faster):", "",
             "| shape | dtype | canvas | warm engine vs warm AR | cold engine vs cold AR | engine vs reference |",
@@ -239,30 +243,55 @@ def report(files: list[Path]) -> tuple[str, list[dict]]:
                 continue
             warm = min(r[k] for k in (f"d_engine_warm_auto_{c}", f"d_engine_warm_approximate_{c}") if k in r)
             ref = f"{r[f'a_reference_{c}'] / r[f'c_engine_cold_{c}']:.1f}x" if f"a_reference_{c}" in r else "–"
-            out.append(f"| {r['shape']} | {r['dtype']} | {c} | {r[f'b_ar_warm_{c}'] / warm:.1f}x | "
+            out.append(f"| {label(r)} | {r['dtype']} | {c} | {r[f'b_ar_warm_{c}'] / warm:.1f}x | "
                        f"{r[f'b_ar_cold_{c}'] / r[f'c_engine_cold_{c}']:.1f}x | {ref} |")
     return "\n".join(out), rows
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """Left: p50 of every method at the smallest canvas, per configuration (bars, log scale). Right: p50
+    against the canvas length for the configurations measured at several lengths."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.8), squeeze=False)
-    for ax, r in zip(axes[0], rows):
-        for key, label in METHODS[1:]:
-            pts = sorted((int(k.rsplit("_", 1)[1]), v) for k, v in r.items() if k.rsplit("_", 1)[0] == key)
+    def points(r: dict, key: str) -> list[tuple[int, float]]:
+        return sorted((int(k.rsplit("_", 1)[1]), v) for k, v in r.items() if k.rsplit("_", 1)[0] == key)
+
+    smallest = min(c for r in rows for key, _ in METHODS for c, _ in points(r, key))
+    bars = [r for r in rows if f"c_engine_cold_{smallest}" in r]
+    curves = {}
+    for r in rows:  # one curve set per (shape, family, dtype); several files may hold different canvases
+        curves.setdefault((r["shape"], r["family"], r["dtype"]), {}).update(r)
+    curves = {k: v for k, v in curves.items() if len(points(v, "c_engine_cold")) > 1}
+    fig, axes = plt.subplots(1, 1 + len(curves), figsize=(7 + 4.5 * len(curves), 4.2), squeeze=False)
+    ax = axes[0][0]
+    width = 0.8 / len(METHODS)
+    for m, (key, name) in enumerate(METHODS):
+        xs = [i + m * width for i, r in enumerate(bars) if f"{key}_{smallest}" in r]
+        ys = [r[f"{key}_{smallest}"] / 1e3 for r in bars if f"{key}_{smallest}" in r]
+        ax.bar(xs, ys, width, label=name)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(bars))])
+    ax.set_xticklabels([f"{label(r)}\n{r['family']}, {r['dtype']}" for r in bars], fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("p50 seconds")
+    ax.set_title(f"canvas {smallest} (single line)", fontsize=9)
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize=6)
+    for ax, ((shape, family, dtype), r) in zip(axes[0][1:], curves.items()):
+        for key, name in METHODS[1:]:
+            pts = points(r, key)
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] / 1e3 for p in pts], marker="o", label=label)
+                ax.plot([p[0] for p in pts], [p[1] / 1e3 for p in pts], marker="o", label=name)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_title(f"{r['shape']} ({r['family']}), {r['dtype']}", fontsize=9)
-        ax.set_xlabel("canvas / new tokens")
+        blocks = f", engine in blocks of {r['block_length']} at 256" if r.get("block_length") else ""
+        ax.set_title(f"{shape} ({family}), {dtype}{blocks}", fontsize=9)
+        ax.set_xlabel("canvas = new tokens")
         ax.set_ylabel("p50 seconds")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -275,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--canvases", default="16,64", help="canvas lengths (tokens); AR decodes as many")
     p.add_argument("--reference", default="16", help="canvases at which to run (a), slow by design ('' for none)")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--block-length", type=int, default=0, help="engine: semi-autoregressive blocks (0: one)")
     p.add_argument("--prefix", type=int, default=1000)
     p.add_argument("--suffix", type=int, default=200)
     p.add_argument("--out-dir", type=Path, default=Path("bench/results"))
@@ -305,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     for shape in args.shapes.split(","):
         for dt in args.dtypes.split(","):
             print(f"{shape} {dt}:", file=sys.stderr, flush=True)
-            row = bench_config(shape, dt, device, canvases, reference, args.repeat, args.prefix, args.suffix)
+            row = bench_config(shape, dt, device, canvases, reference, args.repeat, args.prefix, args.suffix,
+                               args.block_length)
             out = args.out_dir / f"{args.tag or device.type}-{shape}-{dt}.json"
             out.write_text(json.dumps({"meta": meta, "row": row}, indent=2) + "\n")
             print(f"  wrote {out}", file=sys.stderr, flush=True)

@@ -78,5 +78,10 @@ def run(args) -> int:
         _line("infill", f"FAILED: {type(exc).__name__}: {exc}")
         return 1
     _line("text", repr(result.text[:120]))
+    info = backend.describe()
+    if info.get("skipped"):
+        _line("skipped", info["skipped"])
+    for fallback in info.get("kernel_fallbacks", []):  # recorded as the test infill ran
+        _line("fallback", fallback)
     print("ok")
     return 0

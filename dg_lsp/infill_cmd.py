@@ -59,7 +59,11 @@ def run(args: argparse.Namespace) -> int:
     canvas = args.canvas or 32
     steps = args.steps or 8
     try:
-        sampler = engine.SamplerConfig(steps=steps, temperature=args.temperature)
+        sampler = engine.SamplerConfig(
+            steps=steps, temperature=args.temperature, block_length=args.block_length,
+            max_steps=args.steps, entropy_bound=args.entropy_bound, temperature_min=args.temperature_min,
+            temperature_max=args.temperature_max, stability_threshold=args.stability,
+            confidence_threshold=args.confidence)
         request = fit_request(engine.InfillRequest.at_cursor(prefix, suffix, canvas), eng.count_tokens,
                               budget=1024, context_limit=eng.cfg.max_position_embeddings)
         generator = torch.Generator(device=eng.device).manual_seed(args.seed)

@@ -38,7 +38,8 @@ class ModelOptions:
                       lambda v: v in ("auto", "cpu", "cuda", "mps") or v.startswith("cuda:"))
     dtype: str | None = opt(None, "float32, bfloat16, float16 or null",
                             lambda v: v in (None, "float32", "bfloat16", "float16"))
-    family: str | None = opt(None, "a family name (dream, open-dcoder, llada, dg) or null to read config.json")
+    family: str | None = opt(None, "a family name (dream, open-dcoder, llada, dg, diffusion-gemma) or null to "
+                                   "read config.json")
     quantize: str | None = opt(None, "int8 or null", lambda v: v in (None, "int8"))
     # context K/V kept between requests (engine.context_cache): auto = approximate for bidirectional families
     context_reuse: Literal["auto", "exact", "approximate"] = opt("auto", "one of auto, exact, approximate")
@@ -57,6 +58,14 @@ class SamplerOptions:
     seed: int = opt(0, "an integer >= 0", lambda v: v >= 0)
     halt_when_stable: bool = opt(True, "true or false")
     ends_in_order: bool = opt(True, "true or false")  # pad/EOS commit only after the token to their left
+    block_length: int = opt(0, "an integer 0..4096 (0: one block)", lambda v: 0 <= v <= 4096)
+    # DiffusionGemma's entropy-bound sampler; null: the checkpoint's generation defaults
+    max_steps: int | None = opt(None, "null or an integer 1..1024", lambda v: v is None or 1 <= v <= 1024)
+    entropy_bound: float | None = opt(None, "null or a number >= 0", lambda v: v is None or v >= 0)
+    temperature_min: float | None = opt(None, "null or a number in (0, 10]", lambda v: v is None or 0 < v <= 10)
+    temperature_max: float | None = opt(None, "null or a number in (0, 10]", lambda v: v is None or 0 < v <= 10)
+    stability_threshold: int | None = opt(None, "null or an integer 0..1024", lambda v: v is None or 0 <= v <= 1024)
+    confidence_threshold: float | None = opt(None, "null or a number >= 0", lambda v: v is None or v >= 0)
 
 
 @dataclass

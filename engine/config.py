@@ -92,6 +92,9 @@ FAMILIES: dict[str, Family] = {
 # "qwen2"/"llama" are autoregressive backbones too, so a checkpoint of that type must be named: by
 # "dg_family" in config.json, the `family` argument, or the repo it was resolved from (KNOWN_REPOS).
 MODEL_TYPES = {"dream": "dream", "llada": "llada", "dg": "dg"}  # lower-cased model_type
+# DiffusionGemma (model_type "diffusion_gemma") is not a Family of this table: it has its own config and
+# engine (engine.gemma_config, engine.gemma_engine); engine.load sends it there
+GEMMA_FAMILY = "diffusion-gemma"
 ARCHITECTURES = {"DreamModel": "dream", "LLaDAModelLM": "llada"}
 
 # Hugging Face repos whose config.json cannot tell their family (a plain Qwen2 config), recognised by the
@@ -167,7 +170,7 @@ def resolve_family(raw: dict[str, Any], family: str | None, where: str, repo_id:
             or next((ARCHITECTURES[a] for a in archs if a in ARCHITECTURES), None)
             or (KNOWN_REPOS.get(repo_id.lower()) if repo_id else None))
     if name is None:
-        known = ", ".join(sorted(FAMILIES))
+        known = ", ".join(sorted([*FAMILIES, GEMMA_FAMILY]))
         named = f" from {repo_id}" if repo_id else ""
         raise ConfigError(
             f"{where}{named}: cannot tell which diffusion family model_type={raw.get('model_type')!r} "
@@ -175,7 +178,7 @@ def resolve_family(raw: dict[str, Any], family: str | None, where: str, repo_id:
             f"option to one of {known}, or add \"dg_family\" to config.json."
         )
     if name not in FAMILIES:
-        raise ConfigError(f"{where}: unknown family {name!r}: expected one of {', '.join(sorted(FAMILIES))}")
+        raise ConfigError(f"{where}: unknown family {name!r}: expected one of {', '.join(sorted([*FAMILIES, GEMMA_FAMILY]))}")
     return FAMILIES[name]
 
 

@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
-from dg_lsp.engine.config import ModelConfig, load_config
+from dg_lsp.engine.config import GEMMA_FAMILY, ModelConfig, load_config, read_config
 from dg_lsp.engine.context_cache import ContextCache
 from dg_lsp.engine.device import choose_dtype, resolve_device
 from dg_lsp.engine.errors import CheckpointError, ConfigError, InfillCancelled
@@ -105,12 +105,14 @@ class Engine:
         return self.model.tok_embeddings.weight.dtype
 
     def describe(self) -> dict:
+        from dg_lsp.kernels import fallbacks
+
         return {
             "model": self.cfg.name, "family": self.cfg.family.name, "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."), "dtype_reason": self.dtype_reason,
             "params": self.cfg.num_params(),
             "context": self.cfg.max_position_embeddings,
-            "kernels": self.model.ops(self.model.tok_embeddings.weight).name,
+            "kernels": self.model.ops(self.model.tok_embeddings.weight).name, "kernel_fallbacks": fallbacks(),
             "quantize": self.quantize or "none", "weight_bytes": weight_bytes(self.model),
         }
 
@@ -231,6 +233,25 @@ class Engine:
         return canvas, masked
 
 
+def is_gemma(raw: dict, family: str | None) -> bool:
+    """DiffusionGemma has an engine of its own (engine.gemma_engine): no mask token, MoE, two modes."""
+    return family == GEMMA_FAMILY or (family is None and raw.get("model_type") == "diffusion_gemma")
+
+
+def _load_gemma(path: Path, device: str | None, dtype, progress: Progress | None, quantize: str | None):
+    from dg_lsp.engine.gemma_config import load_gemma_config
+    from dg_lsp.engine.gemma_engine import load_gemma_engine
+    from dg_lsp.engine.hub import repo_id_of
+
+    if quantize is not None:
+        raise ConfigError(f"quantize={quantize!r}: DiffusionGemma's weights are not quantized yet (its experts are "
+                          "3-D tensors torchao's int8 weight-only does not cover here): expected null")
+    cfg = load_gemma_config(path)  # validated before any weight is read
+    dev = resolve_device(device)
+    choice = choose_dtype(dtype, dev, cfg)
+    return load_gemma_engine(path, repo_id_of(path) or path.resolve().name, dev, choice.dtype, choice.reason, progress)
+
+
 def load(model: str | Path | None = None, device: str | None = "auto", dtype: str | torch.dtype | None = None,
          progress: Progress | None = None, family: str | None = None,
          refresh_context_every: int | None = None, quantize: str | None = None,
@@ -243,6 +264,8 @@ def load(model: str | Path | None = None, device: str | None = "auto", dtype: st
     path = resolve_model(model or default_model_dir())
     if not path.is_dir():
         raise CheckpointError(f"{path}: model directory does not exist")
+    if is_gemma(read_config(path), family):
+        return _load_gemma(path, device, dtype, progress, quantize)
     cfg = load_config(path, family, repo_id=repo_id_of(path))
     tokenizer, cfg = load_tokenizer(path, cfg)
     dev = resolve_device(device)

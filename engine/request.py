@@ -85,6 +85,13 @@ class SamplerConfig:
     # this many positions, each with its share of the steps; commits happen only in the current block.
     # 0: the whole canvas is one block
     block_length: int = 0
+    # DiffusionGemma's entropy-bound sampler (engine.gemma_sampler); None: the checkpoint's generation default
+    max_steps: int | None = None  # denoising steps per canvas at most (reference: 48)
+    entropy_bound: float | None = None  # accepted positions' summed entropy stays under this (0.1)
+    temperature_min: float | None = None  # temperature at the last step (0.4) ...
+    temperature_max: float | None = None  # ... and at the first (0.8)
+    stability_threshold: int | None = None  # steps the argmax canvas must repeat before it stops (1)
+    confidence_threshold: float | None = None  # ... with its mean entropy below this (0.005)
 
     def __post_init__(self) -> None:
         checks = [
@@ -100,6 +107,20 @@ class SamplerConfig:
             ("strength", self.strength, 0.0 <= self.strength <= 1.0, "a number in [0, 1]"),
             ("block_length", self.block_length, isinstance(self.block_length, int) and 0 <= self.block_length <= 4096,
              "an integer 0..4096 (0: one block)"),
+            ("max_steps", self.max_steps, self.max_steps is None or (isinstance(self.max_steps, int)
+                                                                     and 1 <= self.max_steps <= 1024),
+             "null or an integer 1..1024"),
+            ("entropy_bound", self.entropy_bound, self.entropy_bound is None or self.entropy_bound >= 0,
+             "null or a number >= 0"),
+            ("temperature_min", self.temperature_min, self.temperature_min is None or 0 < self.temperature_min <= 10,
+             "null or a number in (0, 10]"),
+            ("temperature_max", self.temperature_max, self.temperature_max is None or 0 < self.temperature_max <= 10,
+             "null or a number in (0, 10]"),
+            ("stability_threshold", self.stability_threshold, self.stability_threshold is None
+             or (isinstance(self.stability_threshold, int) and 0 <= self.stability_threshold <= 1024),
+             "null or an integer 0..1024"),
+            ("confidence_threshold", self.confidence_threshold, self.confidence_threshold is None
+             or self.confidence_threshold >= 0, "null or a number >= 0"),
         ]
         for name, value, ok, expected in checks:
             if not ok:

@@ -156,3 +156,46 @@ def cache_checkpoint(cache_dir: str | Path, repo_id: str, checkpoint: str | Path
         (repo / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
         (repo / "refs" / ref).write_text(revision)
     return snapshot
+
+
+# DiffusionGemma: Gemma's special ids are pad 0, eos 1, bos 2; there is no mask token.
+GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>"]
+TINY_GEMMA_TEXT = dict(
+    hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=4, num_attention_heads=4,
+    num_key_value_heads=2, head_dim=16, global_head_dim=32, num_global_key_value_heads=1, num_experts=8,
+    top_k_experts=2, sliding_window=6, max_position_embeddings=512,
+    layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+)
+TINY_GEMMA_VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=2, head_dim=8, position_embedding_size=64, patch_size=4)
+
+
+def write_tiny_gemma_checkpoint(path: str | Path, seed: int = 0, *, shard_bytes: int = 200_000, canvas_length: int = 8,
+                                **overrides) -> Path:
+    """A random DiffusionGemma checkpoint written by transformers' save_pretrained (config.json, sharded
+    safetensors, a vision tower as the real one has) plus a tiny tokenizer.json; returns its path.
+
+    `overrides` replace TINY_GEMMA_TEXT keys of the text config. Weights transformers initialises to one
+    (norms, router scales, layer scalars) are drawn from [0.5, 1.5) so a wrong one cannot go unnoticed; the
+    encoder's and decoder's layer scalars get different values. Router weights are widened so that expert
+    choices are not near-ties. Needs transformers (tests only: the engine never imports it)."""
+    from transformers import (DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion, DiffusionGemmaTextConfig,
+                              Gemma4VisionConfig)
+
+    path = Path(path)
+    tok = tiny_tokenizer(GEMMA_SPECIALS, overrides.pop("vocab_size", 384))
+    text = DiffusionGemmaTextConfig(**{**TINY_GEMMA_TEXT, "vocab_size": tok.get_vocab_size(), **overrides})
+    cfg = DiffusionGemmaConfig(text_config=text, vision_config=Gemma4VisionConfig(**TINY_GEMMA_VISION),
+                               canvas_length=canvas_length)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DiffusionGemmaForBlockDiffusion(cfg).eval()
+        with torch.no_grad():
+            for name, t in [*model.named_parameters(), *model.named_buffers()]:
+                if name.endswith(("norm.weight", "router.scale", "per_expert_scale", "layer_scalar")):
+                    t.uniform_(0.5, 1.5)
+                elif name.endswith("router.proj.weight"):
+                    t.normal_(0.0, 0.5)
+    model.save_pretrained(path, max_shard_size=shard_bytes)
+    tok.save(str(path / "tokenizer.json"))
+    return path

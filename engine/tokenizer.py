@@ -25,8 +25,8 @@ class Tokenizer:
         return self.hf.decode(ids, skip_special_tokens=False)
 
 
-def load_tokenizer(model_dir: str | Path, cfg: ModelConfig) -> tuple[Tokenizer, ModelConfig]:
-    """The tokenizer, and the config with mask_id filled from it when config.json does not give one."""
+def read_tokenizer(model_dir: str | Path) -> Tokenizer:
+    """tokenizer.json of a model directory, special-token text kept as text."""
     path = Path(model_dir) / "tokenizer.json"
     if not path.is_file():
         raise TokenizerError(f"{path}: no tokenizer.json in the model directory {model_dir}")
@@ -36,6 +36,13 @@ def load_tokenizer(model_dir: str | Path, cfg: ModelConfig) -> tuple[Tokenizer, 
         raise TokenizerError(f"{path}: not a valid tokenizer.json ({exc})") from exc
     # Text from a user's file is code, not a prompt template: a literal "<|mask|>" in it must stay text.
     hf.encode_special_tokens = True
+    return Tokenizer(hf)
+
+
+def load_tokenizer(model_dir: str | Path, cfg: ModelConfig) -> tuple[Tokenizer, ModelConfig]:
+    """The tokenizer, and the config with mask_id filled from it when config.json does not give one."""
+    path = Path(model_dir) / "tokenizer.json"
+    hf = read_tokenizer(model_dir).hf
     mask = cfg.family.mask_token
     token_id = hf.token_to_id(mask)
     if token_id is None and cfg.mask_id is None:

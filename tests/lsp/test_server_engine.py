@@ -174,3 +174,50 @@ async def test_cancel_mid_denoise_and_superseded_requests(engine_client: Languag
     assert len(results) == 5 and all(len(r.items) <= 1 for r in results)
     final = await settled_stats(engine_client)
     assert final["replied"] == final["received"] - 1
+
+
+async def test_diffusion_gemma_serves_every_mode(tmp_path):
+    """A transformers-saved DiffusionGemma checkpoint, by path, with no conversion: inline (line and block
+    mode), completion items, rewrite selection and fill holes all answer well-formed."""
+    pytest.importorskip("transformers")
+    checkpoint = testing.write_tiny_gemma_checkpoint(tmp_path / "gemma", seed=2)
+    client = pytest_lsp.make_test_lsp_client()
+    client.statuses = []
+
+    @client.feature("dg/status")
+    def on_status(params) -> None:
+        client.statuses.append(as_dict(params))
+
+    await client.start_io(*SERVER_COMMAND)
+    try:
+        options = {**OPTIONS, "model": {**OPTIONS["model"], "path": str(checkpoint)}, "sampler": {"maxSteps": 3}}
+        await initialize(client, options)
+        status = await wait_for_state(client, ("ready", "error"))
+        assert status["state"] == "ready", client.statuses
+        open_doc(client, URI, SOURCE)
+        doc = Document(URI, SOURCE)
+        for line, character, automatic in [(4, 4, False), (8, 11, True)]:
+            result = await client.text_document_inline_completion_async(inline_params(URI, line, character, automatic))
+            assert len(result.items) <= 1
+            for item in result.items:
+                assert inside(doc, item.range)
+                if automatic:
+                    assert "\n" not in item.insert_text  # line mode
+        items = await client.text_document_completion_async(types.CompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=URI), position=types.Position(8, 11)))
+        assert all(inside(doc, item.text_edit.range) for item in items.items)
+        edit = as_dict(await client.workspace_execute_command_async(types.ExecuteCommandParams(
+            command="dg-lsp.rewriteSelection",
+            arguments=[{"uri": URI, "range": {"start": {"line": 8, "character": 4}, "end": {"line": 8, "character": 30}},
+                        "apply": False}])))
+        for e in edit.get("changes", {}).get(URI, []):
+            assert apply(SOURCE, [e]).endswith(SOURCE[SOURCE.index("\n\n\nprint"):])
+        holes = "def area(w, h):\n    return <FILL>\n\n\ndef perimeter(w, h):\n    return <FILL>\n"
+        open_doc(client, "file:///work/holes.py", holes)
+        edit = as_dict(await client.workspace_execute_command_async(types.ExecuteCommandParams(
+            command="dg-lsp.fillHoles", arguments=[{"uri": "file:///work/holes.py", "apply": False}])))
+        assert len(edit["changes"]["file:///work/holes.py"]) == 2
+        info = await stats(client)
+        assert info["modelState"] == "ready"
+    finally:
+        await client.shutdown_session()
