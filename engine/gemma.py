@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from dg_lsp.engine.errors import CheckpointError
-from dg_lsp.engine.gemma_config import GemmaConfig, Rope, load_gemma_config
+from dg_lsp.engine.gemma_config import SKIPPED_PREFIXES, GemmaConfig, Rope, load_gemma_config
 from dg_lsp.engine.loader import Progress, _open, checkpoint_files
 from dg_lsp.engine.moe import MoE, rms_norm
 from dg_lsp.kernels import naive, ops_for
@@ -258,7 +258,6 @@ GEMMA_WEIGHTS: dict[str, list[str]] = {
     "norm.weight": ["{p}norm.weight"],
 }
 TIED_PREFIXES = ("model.decoder.", "model.encoder.language_model.")  # "{p}", in order of preference
-SKIPPED_PREFIXES = ("model.encoder.vision_tower.", "model.encoder.embed_vision.")  # text only
 REDUNDANT = ("lm_head.weight",)  # tied to the embedding
 
 

@@ -29,6 +29,7 @@ TEXT_DEFAULTS: dict[str, Any] = {
 DEFAULT_ROPE = {SLIDING: {"rope_type": "default", "rope_theta": 10_000.0},
                 FULL: {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1_000_000.0}}
 REQUIRED = ("num_experts", "top_k_experts", "moe_intermediate_size")  # no default: every layer has an MoE
+SKIPPED_PREFIXES = ("model.encoder.vision_tower.", "model.encoder.embed_vision.")  # text only
 PER_LAYER_KEYS = {"head_dim", "num_key_value_heads"}  # the overrides a full layer may carry
 
 

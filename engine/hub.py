@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from dg_lsp.engine.config import config_from_dict, read_config
+from dg_lsp.engine.config import GEMMA_FAMILY, config_from_dict, read_config
 from dg_lsp.engine.errors import CheckpointError, ConfigError
 
 Progress = Callable[[str, int, int], None]  # as engine.loader.Progress, without importing torch
@@ -231,8 +231,14 @@ def describe_checkpoint(path: Path, repo_id: str | None = None, *, revision: str
         try:
             raw = read_config(path)
             dtype = (raw.get("torch_dtype") or raw.get("dtype")) if isinstance(raw, dict) else None
-            cfg = config_from_dict(raw, where="config.json", repo_id=repo_id)
-            family, params = cfg.family.name, cfg.num_params()
+            if isinstance(raw, dict) and raw.get("model_type") == "diffusion_gemma":
+                from dg_lsp.engine.gemma_config import SKIPPED_PREFIXES, gemma_config_from_dict
+
+                gemma_config_from_dict(raw)  # validates; its parameters are counted from the weights' headers
+                family, params = GEMMA_FAMILY, _safetensors_params(path, skip=SKIPPED_PREFIXES)
+            else:
+                cfg = config_from_dict(raw, where="config.json", repo_id=repo_id)
+                family, params = cfg.family.name, cfg.num_params()
         except ConfigError as exc:
             problems.append(str(exc))
         try:
@@ -268,6 +274,32 @@ def cached_models(cache_dir: str | Path | None = None) -> tuple[Path, list[Check
 
 _ST_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64", "I8": "int8",
               "U8": "uint8", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+
+
+def _headers(path: Path) -> list[dict]:
+    """The JSON headers of the weight files (8-byte length, then JSON); files that cannot be read are left out."""
+    out = []
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with open(file, "rb") as f:
+                (length,) = struct.unpack("<Q", f.read(8))
+                out.append(json.loads(f.read(min(length, 100_000_000))))
+        except (OSError, ValueError, struct.error):
+            continue
+    return out
+
+
+def _safetensors_params(path: Path, skip: tuple[str, ...] = ()) -> int | None:
+    """Parameters stored in the weight files, tensors under the `skip` prefixes left out."""
+    total = 0
+    for header in _headers(path):
+        for name, meta in header.items():
+            if name != "__metadata__" and isinstance(meta, dict) and not name.startswith(skip):
+                n = 1
+                for d in meta.get("shape", []):
+                    n *= d
+                total += n
+    return total or None
 
 
 def _safetensors_dtype(path: Path) -> str | None:

@@ -154,3 +154,27 @@ def test_pull_without_network_is_a_clear_error_with_exit_2(tmp_path, monkeypatch
                          timeout=300, env=env)
     assert out.returncode == 2, out.stdout + out.stderr
     assert "cannot download org/name@v1 from http://127.0.0.1:9" in out.stderr
+
+
+def test_models_lists_a_diffusion_gemma_checkpoint(tmp_path, monkeypatch, capsys):
+    """Its parameters are the text model's (the vision tower's tensors are not counted)."""
+    pytest.importorskip("transformers")
+    import torch
+
+    from dg_lsp.cli import main
+    from dg_lsp.engine import testing
+    from dg_lsp.engine.gemma import load_gemma
+    from dg_lsp.models_cmd import format_params
+
+    cache = tmp_path / "hub"
+    ckpt = testing.write_tiny_gemma_checkpoint(tmp_path / "gemma")
+    testing.cache_checkpoint(cache, "org/tiny-gemma", ckpt)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["models"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("org/tiny-gemma"))
+    model, _ = load_gemma(ckpt, "cpu", torch.float32)
+    # what the engine holds, with the layer scalars once per mode as saved
+    stored = sum(p.numel() for p in model.parameters()) + sum(b.numel() for _, b in model.named_buffers())
+    assert "diffusion-gemma" in row and "not usable" not in row
+    assert format_params(stored) in row, (row, stored)
