@@ -18,12 +18,12 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 
 import torch
 
+from bench.bench_engine import timed
 from dg_lsp.engine.gemma import load_gemma
 from dg_lsp.engine.gemma_engine import _Timed
 from dg_lsp.engine.gemma_sampler import EntropyBoundConfig, generate
@@ -92,33 +92,25 @@ def main(argv: list[str] | None = None) -> int:
             return out.sequences[:, args.prompt:]
 
         timings: dict[str, float] = {}
+        parts: list[tuple[float, float]] = []  # (encode, decode) ms of each of our runs
 
         def engine():
             timed = _Timed(ours, timings)
             states = list(generate(timed, prompt, cfg, torch.Generator(device).manual_seed(0),
                                    max_new_tokens=new_tokens, eos_id=-1))
+            parts.append((timings["encode_ms"], timings["decode_ms"]))
             return states[-1].tokens, len(states)
 
         rows = {}
         for name, fn in (("transformers generate", reference), ("ours", engine)):
-            out = fn()  # warm-up
-            times, shares = [], []
-            for _ in range(args.repeat):
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                fn()
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                times.append((time.perf_counter() - t0) * 1e3)
-                if name == "ours":
-                    shares.append((timings["encode_ms"], timings["decode_ms"], times[-1]))
-            rows[name] = {"ms": statistics.median(times), "tokens": out[0] if name == "ours" else out}
-            if name == "ours":
-                forwards = out[1]
-                enc, dec, tot = (statistics.median(s[i] for s in shares) for i in range(3))
-                rows[name].update(forwards=forwards, encode=enc / tot, decode=dec / tot, sampler=1 - (enc + dec) / tot)
+            out = fn()  # the tokens (a warm-up run: `timed` warms up again)
+            rows[name] = {"ms": statistics.median(timed(fn, device, args.repeat)),
+                          "tokens": out[0] if name == "ours" else out,
+                          "forwards": out[1] if name == "ours" else None}
             print(f"  {name}: {rows[name]['ms']:.0f} ms", file=sys.stderr, flush=True)
+        enc, dec = (statistics.median(p[i] for p in parts[-args.repeat:]) for i in range(2))
+        total = rows["ours"]["ms"]
+        rows["ours"].update(encode=enc / total, decode=dec / total, sampler=1 - (enc + dec) / total)
         same = torch.equal(rows["ours"]["tokens"].cpu(), rows["transformers generate"]["tokens"].cpu())
     forwards = rows["ours"]["forwards"]
     params = sum(p.numel() for p in ours.parameters())
