@@ -69,14 +69,14 @@ def blocks(n: int, steps: int, block_length: int, device: torch.device) -> Itera
 class Engine:
     def __init__(self, model: Transformer, tokenizer: Tokenizer, cfg: ModelConfig,
                  refresh_context_every: int | None = None, cuda_graphs: bool = True, quantize: str | None = None,
-                 context_reuse: str = "auto"):
+                 context_reuse: str = "auto", dtype_reason: str = "given"):
         if cfg.family.context_attention == "causal" and cfg.family.shift_logits:
             raise ConfigError(f"family {cfg.family.name}: shifted logits need the row before the canvas, which "
                               "a causal context encodes once; that combination is not supported")
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
         self.refresh_context_every = refresh_context_every
         self.quantize = quantize  # the scheme the block linears were quantized with (None: not)
-        self.dtype_reason = "given"  # why the weights are in this dtype (load() says; doctor shows it)
+        self.dtype_reason = dtype_reason  # why the weights are in this dtype (load() says; doctor shows it)
         if context_reuse not in CONTEXT_REUSE:
             raise ConfigError(f"context_reuse={context_reuse!r}: expected one of {', '.join(CONTEXT_REUSE)}")
         self.context_reuse = context_reuse
@@ -278,7 +278,5 @@ def load(model: str | Path | None = None, device: str | None = "auto", dtype: st
     model.eval()
     if quantize is not None:
         quantize_model(model, quantize)
-    eng = Engine(model, tokenizer, cfg, refresh_context_every=refresh_context_every, quantize=quantize,
-                 context_reuse=context_reuse)
-    eng.dtype_reason = choice.reason
-    return eng
+    return Engine(model, tokenizer, cfg, refresh_context_every=refresh_context_every, quantize=quantize,
+                  context_reuse=context_reuse, dtype_reason=choice.reason)
