@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
+from dg_lsp.engine.engine import StepState
 from dg_lsp.engine.errors import RequestError, TokenizerError
 from dg_lsp.engine.gemma import GemmaModel
 from dg_lsp.engine.gemma_config import GemmaConfig
@@ -94,8 +95,6 @@ class GemmaEngine:
                generator: torch.Generator | None = None,
                cancel: Callable[[], bool] | None = None) -> Iterator:
         """Yield a StepState after every decoder forward (canvas: the holes' tokens so far, in order)."""
-        from dg_lsp.engine.engine import StepState
-
         prompt, pinned, free = self._layout(request)
         gen = generator if generator is not None else torch.Generator(device=self.device).manual_seed(0)
         timed = _Timed(self.model, self.timings)
