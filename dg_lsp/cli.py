@@ -19,6 +19,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tcp", action="store_true", help="serve over TCP instead of stdio")
     parser.add_argument("--host", default="127.0.0.1", help="TCP host (default 127.0.0.1; loopback unless told)")
     parser.add_argument("--port", type=int, default=2087, help="TCP port (default 2087)")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="allow --host to be an address other machines can reach (prints a warning)")
+    parser.add_argument("--token-file", default=None,
+                        help="TCP clients must send this file's text as initializationOptions.token "
+                             "(default: $DG_LSP_TOKEN if set)")
+    parser.add_argument("--max-message-bytes", type=_positive, default=64 * 1024 * 1024,
+                        help="larger messages are skipped and answered with an error (default 64 MiB)")
+    parser.add_argument("--max-header-bytes", type=_positive, default=8192,
+                        help="longer header lines are skipped (default 8192)")
     parser.add_argument("--log-file", default=None, help="write server logs to this file")
     sub = parser.add_subparsers(dest="command")
 
@@ -51,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("repo", help="org/name or org/name@revision (branch, tag or commit)")
     sub.add_parser("models", help="list the checkpoints in the Hugging Face cache and the embedded model")
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of bytes, got {text!r}")
+    return value
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:

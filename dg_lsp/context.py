@@ -17,8 +17,9 @@ import hashlib
 from dataclasses import dataclass
 from typing import Callable, Literal, Sequence
 
+from dg_lsp.engine.errors import RequestError
 from dg_lsp.engine.request import MAX_CANVAS, InfillRequest
-from dg_lsp.options import ContextOptions
+from dg_lsp.options import ContextOptions, Options
 from dg_lsp.text import Document
 
 Mode = Literal["line", "block"]
@@ -193,6 +194,45 @@ def _drop_tail_lines(text: str, chars: int) -> str:
     return text[:newline + 1] if newline != -1 and cut - newline < 200 else text[:cut]
 
 
+# --- what fits the model -----------------------------------------------------------------------------
+
+SPECIAL_TOKENS = 8  # room a request keeps for special tokens and BOS besides its context and canvases
+
+
+def context_reserve(options: ContextOptions, limit: int) -> int:
+    """Tokens of prefix/suffix context a request keeps at the least: the prompt budget (option
+    context.budget), at most a quarter of the model's context."""
+    return min(options.budget, limit // 4)
+
+
+def canvas_room(options: ContextOptions, limit: int) -> int:
+    """The most canvas tokens (all holes together) that one request may hold in a model of `limit` tokens."""
+    return max(0, limit - context_reserve(options, limit) - SPECIAL_TOKENS)
+
+
+def holes_beyond_limit(holes: int, canvas: int, options: ContextOptions, limit: int) -> str | None:
+    """Why `holes` holes of `canvas` tokens do not fit the model (None when they do)."""
+    room = canvas_room(options, limit)
+    if holes * canvas <= room:
+        return None
+    fit = room // canvas
+    expected = (f"expected at most {fit} holes (option holes.maxHoles) or a smaller holes.canvas" if fit else
+                f"expected holes.canvas at most {room}")
+    return (f"{holes} holes x {canvas} tokens + {context_reserve(options, limit)} tokens of context exceed the "
+            f"model's context of {limit} tokens: {expected}")
+
+
+def canvas_limit_problems(options: Options, limit: int) -> list[str]:
+    """One message per canvas option that cannot fit the model; such a canvas is used at `canvas_room`."""
+    room, reserve = canvas_room(options.context, limit), context_reserve(options.context, limit)
+    return [f"option {name} = {value} exceeds the model's context of {limit} tokens (with {reserve} tokens of "
+            f"context): expected at most {room}; using {room}"
+            for name, value in (("inline.lineCanvas", options.inline.line_canvas),
+                                ("inline.blockCanvas", options.inline.block_canvas),
+                                ("holes.canvas", options.holes.canvas))
+            if value > room]
+
+
 def fit_request(request: InfillRequest, count_tokens: Callable[[str], int], budget: int,
                 suffix_share: float = 0.25, context_limit: int | None = None) -> InfillRequest:
     """Trim the outer segments to `budget` tokens (measured by the backend's tokenizer) and give rewrite
@@ -204,9 +244,14 @@ def fit_request(request: InfillRequest, count_tokens: Callable[[str], int], budg
         for h in request.holes
     )
     if context_limit:
-        budget = max(0, min(budget, context_limit - sum(h.canvas for h in holes) - 8))  # 8: specials, BOS
+        budget = max(0, min(budget, context_limit - sum(h.canvas for h in holes) - SPECIAL_TOKENS))
     segments = list(request.segments)
     inner = sum(count_tokens(s) for s in segments[1:-1]) if len(segments) > 2 else 0
+    canvases = sum(h.canvas for h in holes)
+    if context_limit and inner + canvases + SPECIAL_TOKENS > context_limit:
+        raise RequestError(f"the canvases ({canvases} tokens for {len(holes)} holes) + {inner} tokens of text between "
+                           f"them exceed the model's context of {context_limit} tokens: expected fewer or shorter "
+                           f"holes, or holes closer together")
     room = max(0, budget - inner)
     suffix_room = int(room * suffix_share)
     pre, suf = count_tokens(segments[0]), count_tokens(segments[-1])

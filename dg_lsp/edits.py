@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dg_lsp.engine.request import MAX_CANVAS, Hole, InfillRequest
-from dg_lsp.context import window_end, window_start
+from dg_lsp.context import canvas_room, context_reserve, holes_beyond_limit, window_end, window_start
 from dg_lsp.options import ContextOptions, HolesOptions, RewriteOptions
 from dg_lsp.postprocess import Completion, trim_special
 from dg_lsp.text import Document
@@ -28,8 +28,10 @@ def _char_budget(options: ContextOptions) -> int:
     return int(options.budget * options.chars_per_token)
 
 
-def plan_rewrite(doc: Document, start: int, end: int, rewrite: RewriteOptions, context: ContextOptions) -> EditPlan:
-    """The selection [start, end) becomes the canvas, initialised from its text; prefix/suffix stay fixed."""
+def plan_rewrite(doc: Document, start: int, end: int, rewrite: RewriteOptions, context: ContextOptions,
+                 context_limit: int | None = None) -> EditPlan:
+    """The selection [start, end) becomes the canvas, initialised from its text; prefix/suffix stay fixed.
+    With the model's `context_limit`, a selection whose canvas cannot fit it is refused."""
     start, end = sorted((min(max(0, start), len(doc.text)), min(max(0, end), len(doc.text))))
     selection = doc.text[start:end]
     if not selection.strip():
@@ -43,6 +45,12 @@ def plan_rewrite(doc: Document, start: int, end: int, rewrite: RewriteOptions, c
     b = window_end(doc.text, end, suffix_chars)
     # canvas: the selection's estimated token count plus room to grow; the worker re-measures it exactly
     canvas = int(len(selection) / context.chars_per_token) + rewrite.extra_canvas + 1
+    if context_limit is not None and canvas > (room := canvas_room(context, context_limit)):
+        most = max(0, int((room - rewrite.extra_canvas - 1) * context.chars_per_token))
+        raise EditError(f"the selection needs a canvas of about {canvas} tokens (with rewrite.extraCanvas "
+                        f"{rewrite.extra_canvas}); with {context_reserve(context, context_limit)} tokens of context "
+                        f"that exceeds the model's context of {context_limit} tokens: expected a selection of at "
+                        f"most about {most} characters")
     request = InfillRequest(segments=(doc.text[a:start], doc.text[end:b]),
                             holes=(Hole(canvas=min(canvas, MAX_CANVAS), init=selection),))
     return EditPlan(request=request, spans=((start, end),))
@@ -57,14 +65,21 @@ def find_holes(text: str, marker: str, limit: int | None = None) -> list[tuple[i
     return spans
 
 
-def plan_holes(doc: Document, holes: HolesOptions, context: ContextOptions) -> EditPlan:
-    """Every marker in the document becomes a hole; all are filled jointly in one canvas."""
+def plan_holes(doc: Document, holes: HolesOptions, context: ContextOptions,
+               context_limit: int | None = None) -> EditPlan:
+    """Every marker in the document becomes a hole; all are filled jointly in one canvas. With the model's
+    `context_limit`, a hole's canvas is at most `canvas_room`, and holes that cannot fit it are refused."""
     spans = find_holes(doc.text, holes.marker, limit=holes.max_holes + 1)
     if not spans:
         raise EditError(f"no hole marker {holes.marker!r} in the document (option holes.marker)")
     if len(spans) > holes.max_holes:
         raise EditError(f"the document has more than {holes.max_holes} hole markers: expected at most "
                         f"{holes.max_holes} (option holes.maxHoles)")
+    canvas = holes.canvas
+    if context_limit is not None:
+        canvas = max(1, min(canvas, canvas_room(context, context_limit)))
+        if (why := holes_beyond_limit(len(spans), canvas, context, context_limit)) is not None:
+            raise EditError(why)
     chars = _char_budget(context)
     suffix_chars = int(chars * context.suffix_share)
     first, last = spans[0][0], spans[-1][1]
@@ -72,7 +87,7 @@ def plan_holes(doc: Document, holes: HolesOptions, context: ContextOptions) -> E
     b = window_end(doc.text, last, suffix_chars)
     bounds = [a] + [x for span in spans for x in span] + [b]
     segments = tuple(doc.text[bounds[i]:bounds[i + 1]] for i in range(0, len(bounds), 2))
-    request = InfillRequest(segments=segments, holes=tuple(Hole(canvas=holes.canvas) for _ in spans))
+    request = InfillRequest(segments=segments, holes=tuple(Hole(canvas=canvas) for _ in spans))
     return EditPlan(request=request, spans=tuple(spans))
 
 

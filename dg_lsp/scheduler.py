@@ -192,7 +192,9 @@ class Scheduler:
         with self._cond:
             return len(self._pending) + (self._current is not None)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Cancel every job (the running one stops at its next step), end the worker and wait up to
+        `timeout` seconds for it. True when the worker has ended."""
         with self._cond:
             self._stopping = True
             for job in self._pending.values():
@@ -204,6 +206,7 @@ class Scheduler:
             self._cond.notify()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     # --- worker ----------------------------------------------------------------------------------------
     def _run(self) -> None:

@@ -20,14 +20,16 @@ from pygls.exceptions import (JsonRpcContentModified, JsonRpcException, JsonRpcI
 from pygls.lsp.server import LanguageServer
 
 from dg_lsp.engine.errors import EngineError
-from dg_lsp.engine.request import InfillRequest, InfillResult
-from dg_lsp import convert
+from dg_lsp.engine.request import MAX_CANVAS, InfillRequest, InfillResult
+from dg_lsp import convert, tcp, transport
 from dg_lsp.backend import InfillBackend, make_backend
-from dg_lsp.context import build_cursor_context, cache_key, fit_request, word_start_at
+from dg_lsp.context import (build_cursor_context, cache_key, canvas_limit_problems, canvas_room, fit_request,
+                            word_start_at)
 from dg_lsp.edits import EditError, plan_edits, plan_holes, plan_rewrite
+from dg_lsp.lifecycle import Lifecycle
 from dg_lsp.options import Options, parse_options, settings_section
 from dg_lsp.postprocess import as_item_edit, continue_shown, postprocess, remember
-from dg_lsp.protocol import DgProtocol
+from dg_lsp.protocol import DgProtocol, strict_converter
 from dg_lsp.scheduler import BackendUnavailable, Cancelled, Job, Scheduler, Superseded
 from dg_lsp.text import UTF8, UTF16, UTF32, Document, DocumentStore, Position
 
@@ -50,7 +52,7 @@ class DgServer(LanguageServer):
     """All server state lives here (documents, options, scheduler, shown completions)."""
 
     def __init__(self, backend_factory: Callable[[Options], InfillBackend] = make_backend) -> None:
-        super().__init__("dg-lsp", __version__, protocol_cls=DgProtocol,
+        super().__init__("dg-lsp", __version__, protocol_cls=DgProtocol, converter_factory=strict_converter,
                          text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
         self.backend_factory = backend_factory
         self.documents = DocumentStore()
@@ -102,6 +104,20 @@ class DgServer(LanguageServer):
         self.scheduler.cache.size = options.cache.size
         if self._loaded_key is not None and options.backend_key() != self._loaded_key:
             self.start_load()
+        else:
+            self.check_limits()
+
+    def context_limit(self) -> int | None:
+        """The loaded model's context in tokens (the backend's `context_limit`); None while none is loaded
+        or when the backend has no limit (the fake)."""
+        limit = self.model_info.get("context") if self.model_state == "ready" else None
+        return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
+
+    def check_limits(self) -> None:
+        """Tell the user about canvas options the loaded model cannot hold (they are used shortened)."""
+        if (limit := self.context_limit()) is not None:
+            for problem in canvas_limit_problems(self.options, limit):
+                self.show(problem)
 
     def start_load(self) -> asyncio.Task:
         """Queue a (re)load of the backend on the worker now, ahead of any later job, and follow it with
@@ -142,6 +158,7 @@ class DgServer(LanguageServer):
         try:
             self.model_info = await asyncio.wrap_future(loaded)
             self.model_state, end = "ready", f"loaded {self.model_info.get('model')} on {self.model_info.get('device')}"
+            self.check_limits()
         except Exception as exc:  # noqa: BLE001 - told to the user; requests then answer empty
             self.model_state, self.model_info, end = "error", {}, f"model load failed: {exc}"
             where = options.model.path or "the embedded model"
@@ -197,9 +214,11 @@ class DgServer(LanguageServer):
             return doc, typed, word_start_at(doc.text, offset, doc.line_starts[doc.line_at(offset)])
         options = self.options
         others = self.documents.recently_edited(uri, 3) if options.context.other_documents else ()
+        limit = self.context_limit()
+        room = canvas_room(options.context, limit) if limit is not None else MAX_CANVAS
         ctx = build_cursor_context(doc, offset, automatic=automatic, options=options.context,
-                                   line_canvas=options.inline.line_canvas, block_canvas=options.inline.block_canvas,
-                                   others=others)
+                                   line_canvas=max(1, min(options.inline.line_canvas, room)),
+                                   block_canvas=max(1, min(options.inline.block_canvas, room)), others=others)
         try:
             debounce = options.inline.debounce_ms if automatic else 0.0
             result = await self.infill(("complete", uri), ctx.request(), debounce)
@@ -224,18 +243,18 @@ class DgServer(LanguageServer):
         doc = self.documents.get(uri)
         if doc is None:
             raise JsonRpcInvalidParams(f"unknown document {uri!r}: expected the uri of an open document")
-        options = self.options
+        options, limit = self.options, self.context_limit()
         try:
             if kind == "rewrite":
                 if not options.rewrite.enable:
                     raise EditError("rewrite is disabled: set option rewrite.enable to true")
                 start = doc.offset_at(Position(rng.start.line, rng.start.character))
                 end = doc.offset_at(Position(rng.end.line, rng.end.character))
-                plan = plan_rewrite(doc, start, end, options.rewrite, options.context)
+                plan = plan_rewrite(doc, start, end, options.rewrite, options.context, limit)
             else:
                 if not options.holes.enable:
                     raise EditError("fill holes is disabled: set option holes.enable to true")
-                plan = plan_holes(doc, options.holes, options.context)
+                plan = plan_holes(doc, options.holes, options.context, limit)
         except (EditError, EngineError) as exc:
             raise JsonRpcInvalidParams(str(exc)) from exc
         try:
@@ -359,9 +378,23 @@ def serve(args) -> int:
     logging.basicConfig(filename=getattr(args, "log_file", None), level=level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pygls").setLevel(logging.WARNING)  # pygls logs every message body at INFO
+    limits = transport.Limits(getattr(args, "max_message_bytes", None) or transport.Limits.max_message_bytes,
+                              getattr(args, "max_header_bytes", None) or transport.Limits.max_header_bytes)
+    over_tcp, token = getattr(args, "tcp", False), None
+    if over_tcp:
+        token, problem = tcp.tcp_setup(args.host, getattr(args, "allow_remote", False),
+                                       getattr(args, "token_file", None))
+        if problem is not None:
+            print(f"dg-lsp: {problem}", file=sys.stderr)
+            return 2
     server = build_server()
-    if getattr(args, "tcp", False):
-        server.start_tcp(args.host, args.port)
-    else:
-        server.start_io(sys.stdin.buffer, sys.stdout.buffer)
-    return 0
+    life = Lifecycle(server)  # orderly stop and exit code from EOF, `exit`, SIGTERM, SIGINT (docs/lsp.md)
+
+    def start() -> None:
+        if over_tcp:  # a fresh session per client; the model stays loaded between them (docs/lsp.md)
+            keep = tcp.KeepLoaded(make_backend)
+            tcp.TcpHost(lambda: life.watch(build_server(keep)), limits, token).run(args.host, args.port)
+        else:
+            transport.run_stdio(server, limits)
+
+    return life.run(start)

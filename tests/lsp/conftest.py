@@ -1,12 +1,15 @@
-"""Shared pieces of the LSP tests: client capabilities built by hand, and a pytest-lsp client fixture
-running `python -m dg_lsp.cli` as a subprocess."""
+"""Shared pieces of the LSP tests: client capabilities built by hand, a pytest-lsp client fixture running
+`python -m dg_lsp.cli` as a subprocess, and `RawPeer` (fixture `peer`) for raw JSON-RPC to the same server."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import sys
-from typing import Any
+from typing import Any, Callable
 
+import pytest
 import pytest_lsp
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
@@ -155,3 +158,118 @@ async def settled_stats(client: LanguageClient) -> dict:
             return info
         await asyncio.sleep(0.01)
     raise AssertionError(f"the worker never went idle: {info}")
+
+
+class RawPeer:
+    """The server as a subprocess, spoken to in raw JSON-RPC frames: for the messages a typed client cannot
+    send (odd ids, no `jsonrpc`, a number as method). Server notifications are kept in `notifications`;
+    every reply in `replies`, so that a test can check that each request got exactly one."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.replies: list[dict] = []
+        self.notifications: list[dict] = []
+        self._ids = itertools.count(1)
+
+    @classmethod
+    async def start(cls) -> "RawPeer":
+        process = await asyncio.create_subprocess_exec(
+            *SERVER_COMMAND, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL)
+        return cls(process)
+
+    def send(self, message: Any) -> None:
+        body = message if isinstance(message, bytes) else json.dumps(message).encode()
+        self.process.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    def request(self, method: Any, params: Any = None, msg_id: Any = None, **fields: Any) -> Any:
+        """Send a request (params left out when None) and return its id."""
+        msg_id = f"raw-{next(self._ids)}" if msg_id is None else msg_id
+        message = {"jsonrpc": "2.0", "id": msg_id, "method": method, **fields}
+        if params is not None:
+            message["params"] = params
+        self.send({k: v for k, v in message.items() if v is not LEAVE_OUT})
+        return msg_id
+
+    def notify(self, method: str, params: Any = None) -> None:
+        self.send({"jsonrpc": "2.0", "method": method, **({} if params is None else {"params": params})})
+
+    async def _read(self) -> dict:
+        length = None
+        while True:
+            line = await self.process.stdout.readline()
+            if not line:
+                raise AssertionError(f"the server closed its output (exit code {await self.process.wait()})")
+            if line in (b"\r\n", b"\n"):
+                break
+            name, _, value = line.decode().partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        message = json.loads(await self.process.stdout.readexactly(length))
+        if "method" in message and "id" in message:  # a request from the server: accept it
+            self.send({"jsonrpc": "2.0", "id": message["id"], "result": None})
+        elif "method" in message:
+            self.notifications.append(message)
+        else:
+            self.replies.append(message)
+        return message
+
+    async def reply(self, msg_id: Any) -> dict:
+        """The reply with `msg_id` (null for a request whose id could not be read)."""
+        while True:
+            for reply in self.replies:
+                if "id" in reply and type(reply["id"]) is type(msg_id) and reply["id"] == msg_id:
+                    self.replies.remove(reply)
+                    return reply
+            await asyncio.wait_for(self._read(), HANG_GUARD_S)
+
+    async def notification(self, method: str, match: Callable[[Any], bool] = lambda params: True) -> dict:
+        """The params of the first notification `method` (received so far or next) that `match` accepts."""
+        seen = 0
+        while True:
+            for message in self.notifications[seen:]:
+                if message["method"] == method and match(message.get("params")):
+                    return message["params"]
+            seen = len(self.notifications)
+            await asyncio.wait_for(self._read(), HANG_GUARD_S)
+
+    async def call(self, method: Any, params: Any = None, msg_id: Any = None, **fields: Any) -> dict:
+        return await self.reply(self.request(method, params, msg_id, **fields))
+
+    async def initialize(self, options: dict | None = None, capabilities: dict | None = None) -> dict:
+        reply = await self.call("initialize", {"processId": None, "rootUri": None, "capabilities": capabilities or {},
+                                               "initializationOptions": options})
+        self.notify("initialized", {})
+        return reply
+
+    async def stats(self) -> dict:
+        return (await self.call("dg/stats"))["result"]
+
+    async def check_one_reply_each(self) -> None:
+        """Every request so far was answered exactly once: no reply is left unclaimed, and the server
+        counts as many replies as requests (dg/stats is answered after every earlier synchronous handler)."""
+        info = await self.stats()
+        assert self.replies == [], f"replies no request claimed (or a second reply): {self.replies}"
+        assert info["replied"] == info["received"] - 1, info
+
+    async def close(self) -> int:
+        if self.process.returncode is None:
+            try:
+                self.send({"jsonrpc": "2.0", "id": "bye", "method": "shutdown"})
+                self.notify("exit")
+                self.process.stdin.close()
+                return await asyncio.wait_for(self.process.wait(), HANG_GUARD_S)
+            except (ConnectionError, asyncio.TimeoutError):
+                self.process.kill()
+        return await self.process.wait()
+
+
+LEAVE_OUT = object()  # RawPeer.request(..., jsonrpc=LEAVE_OUT) sends a request without that field
+HANG_GUARD_S = 60.0  # turns a server that never answers into a failure; no test asserts a duration
+
+
+@pytest.fixture
+async def peer():
+    raw = await RawPeer.start()
+    yield raw
+    await raw.close()

@@ -13,7 +13,7 @@ from pytest_lsp import LanguageClient
 
 from dg_lsp.text import Document, Position
 
-from .conftest import change_doc, fake_options, initialize, inline_params, open_doc, settled_stats, stats
+from .conftest import RawPeer, change_doc, fake_options, initialize, inline_params, open_doc, settled_stats, stats
 
 URI = "file:///work/bad.py"
 
@@ -133,7 +133,9 @@ MALFORMED = [
     ("codeAction/resolve", {"title": "x", "data": {"kind": "explode"}}),
     ("codeAction/resolve", {"title": 3}),
     ("no/such/method", {}),
+    ("no/such/method", None),
 ]
+NOT_FOUND = {"no/such/method"}
 
 
 async def test_malformed_params_get_error_replies(client: LanguageClient):
@@ -142,8 +144,8 @@ async def test_malformed_params_get_error_replies(client: LanguageClient):
     for i, (method, params) in enumerate(MALFORMED):
         with pytest.raises(JsonRpcException) as info:
             await send_raw_request(client, f"bad-{i}", method, params)
-        assert info.value.code in (types.ErrorCodes.InvalidParams, types.ErrorCodes.MethodNotFound,
-                                   types.ErrorCodes.InvalidRequest), (method, params, info.value)
+        expected = types.ErrorCodes.MethodNotFound if method in NOT_FOUND else types.ErrorCodes.InvalidParams
+        assert info.value.code == expected, (method, params, info.value)
     info = await settled_stats(client)
     assert info["replied"] == info["received"] - 1
     await still_serving(client)
@@ -158,3 +160,67 @@ async def test_garbage_on_the_wire_does_not_stop_the_server(client: LanguageClie
     await raw_send(client, {"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {"oops": 1}})
     await raw_send(client, {"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": "never-sent"}})
     await still_serving(client)
+
+
+# --- limits from the loaded model: a tiny real checkpoint whose context is 128 tokens --------------------
+
+LIMIT = 128  # max_position_embeddings of the checkpoint; context.budget 200 keeps min(200, 128 // 4) = 32
+ENGINE = {"backend": "engine", "model": {"device": "cpu"}, "context": {"budget": 200}, "sampler": {"steps": 2},
+          "holes": {"canvas": 8}, "inline": {"lineCanvas": 4096}, "cache": {"size": 0}}
+
+
+@pytest.fixture
+async def small_model(peer: RawPeer, tmp_path) -> RawPeer:
+    testing = pytest.importorskip("dg_lsp.engine.testing")
+    checkpoint = testing.write_tiny_checkpoint(tmp_path / "ckpt", family="dg", max_positions=LIMIT)
+    peer.options = {**ENGINE, "model": {**ENGINE["model"], "path": str(checkpoint)}}
+    await peer.initialize(peer.options)
+    status = await peer.notification("dg/status", lambda p: p["state"] in ("ready", "error"))
+    assert status["state"] == "ready", peer.notifications
+    return peer
+
+
+async def test_holes_beyond_the_model_context_are_refused_with_the_numbers(small_model: RawPeer):
+    peer = small_model
+    text = "def f(x):\n" + "".join(f"    a{i} = <FILL>\n" for i in range(16))
+    peer.notify("textDocument/didOpen", {"textDocument": {"uri": URI, "languageId": "python", "version": 1,
+                                                          "text": text}})
+    reply = await peer.call("workspace/executeCommand", {"command": "dg-lsp.fillHoles", "arguments": [URI]})
+    assert reply["error"]["code"] == types.ErrorCodes.InvalidParams, reply
+    assert reply["error"]["message"] == (
+        "16 holes x 8 tokens + 32 tokens of context exceed the model's context of 128 tokens: "
+        "expected at most 11 holes (option holes.maxHoles) or a smaller holes.canvas")
+    assert (await peer.stats())["submitted"] == 0  # refused before any work
+
+    apart = "def f(x):\n" + "".join(f"    a{i} = <FILL>\n" for i in range(11))  # 11 fit, but not with the text between
+    peer.notify("textDocument/didChange", {"textDocument": {"uri": URI, "version": 2},
+                                           "contentChanges": [{"text": apart}]})
+    reply = await peer.call("workspace/executeCommand", {"command": "dg-lsp.fillHoles", "arguments": [URI]})
+    assert reply["error"]["code"] == -32803 and "of text between them exceed the model's context of 128 tokens" \
+        in reply["error"]["message"], reply
+
+    peer.notify("textDocument/didChange", {"textDocument": {"uri": URI, "version": 3},
+                                           "contentChanges": [{"text": "a = <FILL>\nb = <FILL>\n"}]})
+    reply = await peer.call("workspace/executeCommand", {"command": "dg-lsp.fillHoles", "arguments": [URI]})
+    assert "error" not in reply, reply
+    assert "changes" in reply["result"] or "documentChanges" in reply["result"], reply
+    await peer.check_one_reply_each()
+
+
+async def test_a_canvas_option_beyond_the_model_context_is_told_and_shortened(small_model: RawPeer):
+    peer = small_model
+    shown = await peer.notification("window/showMessage", lambda p: "inline.lineCanvas" in p["message"])
+    assert shown["message"] == ("dg-lsp: option inline.lineCanvas = 4096 exceeds the model's context of 128 tokens "
+                                "(with 32 tokens of context): expected at most 88; using 88")
+    peer.notify("textDocument/didOpen", {"textDocument": {"uri": URI, "languageId": "python", "version": 1,
+                                                          "text": "x = compute(1)\n"}})
+    reply = await peer.call("textDocument/inlineCompletion", {
+        "textDocument": {"uri": URI}, "position": {"line": 0, "character": 4}, "context": {"triggerKind": 1}})
+    assert isinstance(reply["result"]["items"], list)  # served (random weights: any text, maybe none)
+    info = await peer.stats()
+    assert info["started"] == 1 and info.get("failed", 0) == 0, info
+
+    peer.notify("workspace/didChangeConfiguration", {"settings": {**peer.options, "holes": {"canvas": 500}}})
+    shown = await peer.notification("window/showMessage", lambda p: "holes.canvas" in p["message"])
+    assert "option holes.canvas = 500 exceeds the model's context of 128 tokens" in shown["message"]
+    await peer.check_one_reply_each()

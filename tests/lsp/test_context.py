@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from dg_lsp.engine.errors import RequestError
 from dg_lsp.engine.request import Hole, InfillRequest
 from dg_lsp.context import build_cursor_context, cache_key, choose_mode, fit_request
 from dg_lsp.options import ContextOptions
@@ -115,3 +116,12 @@ def test_fit_request_keeps_inner_segments_and_grows_rewrite_canvases():
     assert fitted.segments[1] == " mid "
     rewrite = InfillRequest.rewrite("a\n", "one two three four five six", "\nb", canvas=2)
     assert fit_request(rewrite, count_words, budget=30).holes[0].canvas == 6 + 4
+
+
+def test_fit_request_refuses_holes_whose_text_between_cannot_fit_the_model():
+    between = " ".join(["w"] * 50)
+    request = InfillRequest(segments=("a", between, between, "z"), holes=(Hole(canvas=8),) * 3)
+    with pytest.raises(RequestError, match=r"the canvases \(24 tokens for 3 holes\) \+ 100 tokens of text between "
+                                           r"them exceed the model's context of 128 tokens"):
+        fit_request(request, count_words, budget=200, context_limit=128)
+    assert fit_request(request, count_words, budget=200, context_limit=256).segments[1] == between

@@ -74,3 +74,20 @@ def test_unchanged_rewrite_yields_no_edit_and_fill_texts_are_cleaned():
 def test_apply_edits_rejects_overlaps():
     with pytest.raises(EditError):
         apply_edits("abcdef", [Completion("x", 0, 3), Completion("y", 2, 4)])
+
+
+def test_holes_and_selections_are_checked_against_the_model_context():
+    context = ContextOptions(budget=200)  # keeps min(200, 256 // 4) = 64 tokens of context; room 256 - 64 - 8
+    doc = Document("u", "a = <FILL>\n" * 16)
+    with pytest.raises(EditError) as info:
+        plan_holes(doc, HolesOptions(canvas=24), context, context_limit=256)
+    assert str(info.value) == ("16 holes x 24 tokens + 64 tokens of context exceed the model's context of 256 "
+                               "tokens: expected at most 7 holes (option holes.maxHoles) or a smaller holes.canvas")
+    assert len(plan_holes(doc, HolesOptions(canvas=24), context).request.holes) == 16  # no limit: unchanged
+    one = plan_holes(Document("u", "a = <FILL>\n"), HolesOptions(canvas=4000), context, context_limit=256)
+    assert one.request.holes[0].canvas == 184  # a single hole's canvas is shortened to what fits
+
+    text = "x = 1\n" * 200
+    with pytest.raises(EditError, match="exceeds the model's context of 256 tokens: expected a selection of at most"):
+        plan_rewrite(Document("u", text), 0, len(text), RewriteOptions(), context, context_limit=256)
+    assert plan_rewrite(Document("u", text), 0, 60, RewriteOptions(), context, context_limit=256).request.holes
