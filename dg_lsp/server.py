@@ -28,7 +28,7 @@ from dg_lsp.context import (build_cursor_context, cache_key, canvas_limit_proble
 from dg_lsp.edits import EditError, plan_edits, plan_holes, plan_rewrite
 from dg_lsp.lifecycle import Lifecycle
 from dg_lsp.options import Options, parse_options, settings_section
-from dg_lsp.postprocess import as_item_edit, continue_shown, postprocess, remember
+from dg_lsp.postprocess import Completion, as_item_edit, continue_shown, postprocess, remember
 from dg_lsp.protocol import DgProtocol, strict_converter
 from dg_lsp.scheduler import BackendUnavailable, Cancelled, Job, Scheduler, Superseded
 from dg_lsp.text import UTF8, UTF16, UTF32, Document, DocumentStore, Position
@@ -307,6 +307,8 @@ def _register(server: DgServer) -> None:  # noqa: C901 - one short handler per m
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: DgServer, params: None) -> None:
+        # blocks the loop until the worker ends (its job stops at the next denoising step, 2 s at most):
+        # run off the loop, the running request's cancellation would race the shutdown reply
         ls.scheduler.stop(timeout=2.0)
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
