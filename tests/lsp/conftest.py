@@ -160,6 +160,12 @@ async def settled_stats(client: LanguageClient) -> dict:
     raise AssertionError(f"the worker never went idle: {info}")
 
 
+def frame(message: Any, length: int | None = None, header: bytes = b"Content-Length: %d\r\n\r\n") -> bytes:
+    """One JSON-RPC frame: `message` as JSON (bytes as they are) behind a header (override to malform it)."""
+    body = message if isinstance(message, bytes) else json.dumps(message).encode()
+    return header % (len(body) if length is None else length) + body
+
+
 class RawPeer:
     """The server as a subprocess, spoken to in raw JSON-RPC frames: for the messages a typed client cannot
     send (odd ids, no `jsonrpc`, a number as method). Server notifications are kept in `notifications`;
@@ -179,8 +185,7 @@ class RawPeer:
         return cls(process)
 
     def send(self, message: Any) -> None:
-        body = message if isinstance(message, bytes) else json.dumps(message).encode()
-        self.process.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.process.stdin.write(frame(message))
 
     def request(self, method: Any, params: Any = None, msg_id: Any = None, **fields: Any) -> Any:
         """Send a request (params left out when None) and return its id."""

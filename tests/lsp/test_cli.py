@@ -13,6 +13,8 @@ import pytest
 
 from dg_lsp.cli import build_parser
 
+from .conftest import frame
+
 
 def test_tcp_binds_loopback_unless_a_host_is_given():
     assert build_parser().parse_args(["--tcp"]).host == "127.0.0.1"
@@ -23,11 +25,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _frame(message: dict) -> bytes:
-    body = json.dumps(message).encode()
-    return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
 def _read_message(sock: socket.socket) -> dict:
@@ -59,7 +56,7 @@ def test_tcp_server_answers_initialize():
                 time.sleep(0.05)
         assert sock is not None
         with sock:
-            sock.sendall(_frame({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            sock.sendall(frame({"jsonrpc": "2.0", "id": 1, "method": "initialize",
                                  "params": {"processId": None, "rootUri": None, "capabilities": {},
                                             "initializationOptions": {"backend": "fake"}}}))
             reply = _read_message(sock)

@@ -20,7 +20,7 @@ import pytest
 
 from dg_lsp.lifecycle import exit_code
 
-from .conftest import SERVER_COMMAND
+from .conftest import SERVER_COMMAND, frame
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and exit codes")
 
@@ -33,11 +33,6 @@ STOPS = {  # how the server is told to end -> the exit code docs/lsp.md gives fo
     "eof": 1, "exit": 1, "shutdown+exit": 0, "shutdown+eof": 0,
     "sigterm": 128 + signal.SIGTERM, "sigint": 128 + signal.SIGINT,
 }
-
-
-def frame(message: dict) -> bytes:
-    body = json.dumps(message).encode()
-    return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
 class RawClient:

@@ -31,16 +31,11 @@ from dg_lsp.server import build_server
 from dg_lsp.tcp import KeepLoaded, TcpHost
 from dg_lsp.transport import Body, Dropped, Framer, Limits
 
-from .conftest import fake_options
+from .conftest import fake_options, frame
 
 SERVER = [sys.executable, "-m", "dg_lsp.cli"]
 WAIT = 30.0  # safety net for one reply
 URI = "file:///work/ok.py"
-
-
-def frame(message: dict | bytes, length: int | None = None, header: bytes = b"Content-Length: %d\r\n\r\n") -> bytes:
-    body = message if isinstance(message, bytes) else json.dumps(message).encode()
-    return header % (len(body) if length is None else length) + body
 
 
 def request(msg_id, method: str, params=None) -> dict:
