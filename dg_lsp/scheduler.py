@@ -1,11 +1,14 @@
-"""One worker thread owns the backend; per lane (kind of work x document) the latest request wins.
+"""One worker thread owns the backend; per lane (kind of request x document) the latest request wins, and
+requests with the same cache key share one model run.
 
 `submit` returns a `Job` whose `future` (a `concurrent.futures.Future`) resolves to an `InfillResult`, or
 fails with `Superseded` (a newer job took its lane), `Cancelled` (the caller gave up, e.g. on
 `$/cancelRequest`), `BackendUnavailable` (the model failed to load) or whatever the backend raised.
-A job that is still queued when it is superseded resolves at once; a running job is told through its
-cancel event, which the backend polls between denoising steps. Either way the future always resolves, so
-the request that waits on it always gets a reply.
+A job whose cache key matches a run that is queued or running attaches to it (`shared`) instead of starting
+another; the inline and the completion request of one keystroke run the model once. A job that leaves
+(superseded or cancelled) resolves at once; its run is dropped if queued, or told through its cancel event
+(polled between denoising steps) if running, only when no job waits on it any more. Either way every
+future resolves, so the request that waits on it always gets a reply.
 
 Results are kept in an LRU keyed by a hash of the request and settings; a hit resolves without the worker.
 """
@@ -73,6 +76,9 @@ class LRUCache:
 
 @dataclass(eq=False)
 class Job:
+    """One request's claim on a model run: `future` resolves with the run's outcome, or with `Superseded` /
+    `Cancelled` as soon as this request leaves (the run goes on while other jobs still wait on it)."""
+
     lane: Hashable
     request: InfillRequest
     sampler: SamplerConfig
@@ -81,13 +87,18 @@ class Job:
     seed: int = 0
     not_before: float = 0.0  # time.monotonic() before which the worker leaves it queued (debounce)
     future: Future = field(default_factory=Future)
-    cancel_event: threading.Event = field(default_factory=threading.Event)
-    reason: type[Exception] = Cancelled
+    run: _Run | None = field(default=None, repr=False)  # set by `Scheduler.submit`
 
-    def cancel(self, reason: type[Exception] = Cancelled) -> None:
-        if not self.cancel_event.is_set():
-            self.reason = reason
-            self.cancel_event.set()
+
+@dataclass(eq=False)
+class _Run:
+    """One model run, made for its first job; `waiters` are the jobs that get its result (a reference
+    count: the run is dropped or stopped when the last one leaves)."""
+
+    first: Job
+    waiters: list[Job]
+    not_before: float
+    cancel_event: threading.Event = field(default_factory=threading.Event)
 
 
 def _settle(future: Future, result: object = None, error: BaseException | None = None) -> bool:
@@ -104,19 +115,20 @@ def _settle(future: Future, result: object = None, error: BaseException | None =
 
 @dataclass
 class Stats:
-    submitted: int = 0
+    submitted: int = 0  # jobs (requests)
     cache_hits: int = 0
-    started: int = 0  # reached the backend
-    computed: int = 0  # ran to completion
-    superseded: int = 0
-    cancelled: int = 0
-    failed: int = 0
+    shared: int = 0  # jobs that attached to a run already queued or running
+    started: int = 0  # runs that reached the backend
+    computed: int = 0  # runs that ran to completion
+    superseded: int = 0  # jobs
+    cancelled: int = 0  # jobs
+    failed: int = 0  # runs
     last_latency_ms: float | None = None
 
     def as_dict(self) -> dict:
-        return {"submitted": self.submitted, "cacheHits": self.cache_hits, "started": self.started,
-                "computed": self.computed, "superseded": self.superseded, "cancelled": self.cancelled,
-                "failed": self.failed, "lastLatencyMs": self.last_latency_ms}
+        return {"submitted": self.submitted, "cacheHits": self.cache_hits, "shared": self.shared,
+                "started": self.started, "computed": self.computed, "superseded": self.superseded,
+                "cancelled": self.cancelled, "failed": self.failed, "lastLatencyMs": self.last_latency_ms}
 
 
 class Scheduler:
@@ -129,9 +141,11 @@ class Scheduler:
         self.load_error: str | None = None
         self._on_computed = on_computed
         self._cond = threading.Condition()
-        self._pending: OrderedDict[Hashable, Job] = OrderedDict()
+        self._queue: list[_Run] = []  # runs waiting for the worker, oldest first
+        self._runs: dict[str, _Run] = {}  # cache key -> its run while queued or running (what jobs attach to)
+        self._lanes: dict[Hashable, Job] = {}  # lane -> its latest job still waiting
         self._controls: list[Callable[[], None]] = []
-        self._current: Job | None = None
+        self._current: _Run | None = None
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="dg-lsp-worker", daemon=True)
         self._thread.start()
@@ -161,132 +175,162 @@ class Scheduler:
         return done
 
     def submit(self, job: Job) -> Job:
+        """Queue `job`, or attach it to the run of its cache key; the job it replaces in its lane leaves."""
         with self._cond:
             self.stats.submitted += 1
+            old = self._lanes.pop(job.lane, None)
             cached = self.cache.get(job.cache_key)
-            old = self._pending.pop(job.lane, None)
-            if old is not None:
-                self.stats.superseded += 1
-                old.cancel(Superseded)
-                _settle(old.future, error=Superseded())
-            if self._current is not None and self._current.lane == job.lane:
-                self._current.cancel(Superseded)
             if cached is not None:
                 self.stats.cache_hits += 1
                 _settle(job.future, cached)
-                return job
-            self._pending[job.lane] = job
+            else:
+                run = self._runs.get(job.cache_key) if job.cache_key is not None else None
+                if run is not None:
+                    self.stats.shared += 1
+                    run.waiters.append(job)
+                    run.not_before = min(run.not_before, job.not_before)  # an invoked request starts it now
+                else:
+                    run = _Run(first=job, waiters=[job], not_before=job.not_before)
+                    self._queue.append(run)
+                    if job.cache_key is not None:
+                        self._runs[job.cache_key] = run
+                job.run = run
+                self._lanes[job.lane] = job
+            if old is not None:  # after attaching: a run `old` shares with `job` goes on
+                self._leave(old, Superseded)
             self._cond.notify()
         return job
 
     def cancel(self, job: Job) -> None:
-        """The client gave up on `job`: drop it if queued, stop it between steps if running."""
+        """The client gave up on `job`: it resolves `Cancelled` now; its run stops if nobody else waits."""
         with self._cond:
-            job.cancel(Cancelled)
-            if self._pending.get(job.lane) is job:
-                del self._pending[job.lane]
-                self.stats.cancelled += 1
-                _settle(job.future, error=Cancelled())
+            self._leave(job, Cancelled)
 
     def pending(self) -> int:
+        """Runs queued or running."""
         with self._cond:
-            return len(self._pending) + (self._current is not None)
+            return len(self._queue) + (self._current is not None)
 
     def stop(self, timeout: float = 5.0) -> bool:
-        """Cancel every job (the running one stops at its next step), end the worker and wait up to
+        """Cancel every job (the running model stops at its next step), end the worker and wait up to
         `timeout` seconds for it. True when the worker has ended."""
         with self._cond:
             self._stopping = True
-            for job in self._pending.values():
-                job.cancel(Cancelled)
-                _settle(job.future, error=Cancelled())
-            self._pending.clear()
-            if self._current is not None:
-                self._current.cancel(Cancelled)
+            for run in [*self._queue, *([self._current] if self._current is not None else [])]:
+                for job in list(run.waiters):
+                    self._leave(job, Cancelled)
             self._cond.notify()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    # --- bookkeeping (under the lock) --------------------------------------------------------------------
+    def _leave(self, job: Job, reason: type[Exception]) -> None:
+        """`job` stops waiting and resolves with `reason`; a run nobody waits on is dropped or stopped."""
+        if self._lanes.get(job.lane) is job:
+            del self._lanes[job.lane]
+        run = job.run
+        if run is None or job not in run.waiters:
+            return  # already resolved
+        run.waiters.remove(job)
+        self._bump("superseded" if reason is Superseded else "cancelled")
+        _settle(job.future, error=reason())
+        if not run.waiters:
+            run.cancel_event.set()
+            if run in self._queue:
+                self._queue.remove(run)
+            self._forget(run)
+
+    def _forget(self, run: _Run) -> None:
+        key = run.first.cache_key
+        if key is not None and self._runs.get(key) is run:
+            del self._runs[key]
+
+    def _finish(self, run: _Run, result: object = None, error: BaseException | None = None) -> None:
+        """Hand the run's outcome to every job still waiting on it."""
+        with self._cond:
+            waiters, run.waiters = run.waiters, []
+            self._forget(run)
+            for job in waiters:
+                if self._lanes.get(job.lane) is job:
+                    del self._lanes[job.lane]
+                _settle(job.future, result, error)
+
+    def _bump(self, name: str) -> None:
+        with self._cond:  # reentrant: also called with the lock held
+            setattr(self.stats, name, getattr(self.stats, name) + 1)
+
     # --- worker ----------------------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
             with self._cond:
-                action, job = self._next()
-                if action is None and job is None:
+                action, run = self._next()
+                if action is None and run is None:
                     return
-            if job is None:
+            if run is None:
                 action()
                 continue
             try:
-                self._execute(job)
-            except BaseException as exc:  # noqa: BLE001 - the job's waiter must always hear back
+                self._execute(run)
+            except BaseException as exc:  # noqa: BLE001 - the jobs' waiters must always hear back
                 log.exception("worker failed on a job")
-                _settle(job.future, error=exc)
+                self._finish(run, error=exc)
             finally:
                 with self._cond:
                     self._current = None
 
-    def _next(self) -> tuple[Callable[[], None] | None, Job | None]:
-        """Under the lock: the next control action or due job; (None, None) when stopping."""
+    def _next(self) -> tuple[Callable[[], None] | None, _Run | None]:
+        """Under the lock: the next control action or due run; (None, None) when stopping."""
         while True:
             if self._stopping:
                 return None, None
             if self._controls:
                 return self._controls.pop(0), None
-            if self._pending:
-                lane, job = next(iter(self._pending.items()))
-                delay = job.not_before - time.monotonic()
+            if self._queue:
+                run = self._queue[0]
+                delay = run.not_before - time.monotonic()
                 if delay <= 0:
-                    del self._pending[lane]
-                    self._current = job
-                    return None, job
-                self._cond.wait(delay)  # a newer job for this lane may replace it meanwhile
+                    self._queue.pop(0)
+                    self._current = run
+                    return None, run
+                self._cond.wait(delay)  # a newer job for its lane may replace it meanwhile
                 continue
             self._cond.wait()
 
-    def _execute(self, job: Job) -> None:
-        if job.cancel_event.is_set():
-            self._count_stop(job)
-            _settle(job.future, error=job.reason())
+    def _execute(self, run: _Run) -> None:
+        if run.cancel_event.is_set():  # its last job left while the worker picked it
+            self._finish(run, error=Cancelled())
             return
         if self.backend is None:
             self._bump("failed")
-            _settle(job.future, error=BackendUnavailable(self.load_error or "no model is loaded"))
+            self._finish(run, error=BackendUnavailable(self.load_error or "no model is loaded"))
             return
+        job = run.first
         cached = self.cache.get(job.cache_key)
         if cached is not None:
             self._bump("cache_hits")
-            _settle(job.future, cached)
+            self._finish(run, cached)
             return
         self._bump("started")
         start = time.perf_counter()
         try:
             request = job.prepare(self.backend, job.request) if job.prepare else job.request
-            result = self.backend.complete(request, job.sampler, cancel=job.cancel_event.is_set, seed=job.seed)
+            result = self.backend.complete(request, job.sampler, cancel=run.cancel_event.is_set, seed=job.seed)
         except InfillCancelled:
-            self._count_stop(job)
-            _settle(job.future, error=job.reason())
+            self._finish(run, error=Cancelled())  # nobody waits any more: the jobs were told when they left
             return
-        except Exception as exc:  # noqa: BLE001 - handed to the waiter, which turns it into a reply
+        except Exception as exc:  # noqa: BLE001 - handed to the waiters, which turn it into replies
             self._bump("failed")
-            _settle(job.future, error=exc)
+            self._finish(run, error=exc)
             return
         latency = (time.perf_counter() - start) * 1000.0
         with self._cond:
             self.stats.computed += 1
             self.stats.last_latency_ms = latency
         self.cache.put(job.cache_key, result)
-        _settle(job.future, result)
+        self._finish(run, result)
         if self._on_computed is not None:
             try:
                 self._on_computed(latency)
             except Exception:  # noqa: BLE001 - a status callback must not kill the worker
                 log.exception("status callback failed")
-
-    def _count_stop(self, job: Job) -> None:
-        self._bump("superseded" if job.reason is Superseded else "cancelled")
-
-    def _bump(self, name: str) -> None:
-        with self._cond:
-            setattr(self.stats, name, getattr(self.stats, name) + 1)

@@ -175,7 +175,8 @@ class DgServer(LanguageServer):
             self.scheduler.cancel(job)
 
     async def infill(self, lane: tuple, request: InfillRequest, debounce_ms: float = 0.0) -> InfillResult | None:
-        """Run `request` on the worker. None when a newer request on the same lane superseded it."""
+        """Run `request` on the worker, or join the run of an identical request (same cache key) already
+        queued or running. None when a newer request on the same lane superseded it."""
         if self._loaded_key is None:  # a client that never sent `initialized`
             self.start_load()
         options = self.options
@@ -203,9 +204,11 @@ class DgServer(LanguageServer):
             if msg_id is not None:
                 self._jobs_by_request.pop(msg_id, None)
 
-    async def complete_at(self, uri: str, position: types.Position, automatic: bool
+    async def complete_at(self, kind: str, uri: str, position: types.Position, automatic: bool
                           ) -> tuple[Document, Completion, int] | None:
-        """The completion at a cursor: (snapshot, completion, start of the word being typed) or None."""
+        """The completion at a cursor: (snapshot, completion, start of the word being typed) or None.
+        `kind` ("inline", "completion") names the lane: a request supersedes only older ones of its kind,
+        and requests of either kind with the same context share one model run."""
         doc = self.documents.get(uri)
         if doc is None or not self.options.inline.enable:
             return None
@@ -221,7 +224,7 @@ class DgServer(LanguageServer):
                                    block_canvas=max(1, min(options.inline.block_canvas, room)), others=others)
         try:
             debounce = options.inline.debounce_ms if automatic else 0.0
-            result = await self.infill(("complete", uri), ctx.request(), debounce)
+            result = await self.infill((kind, uri), ctx.request(), debounce)
         except (EngineError, BackendUnavailable) as exc:
             log.info("no completion: %s", exc)
             return None
@@ -319,7 +322,7 @@ def _register(server: DgServer) -> None:  # noqa: C901 - one short handler per m
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: DgServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
         automatic = params.context.trigger_kind == types.InlineCompletionTriggerKind.Automatic
-        found = await ls.complete_at(params.text_document.uri, params.position, automatic)
+        found = await ls.complete_at("inline", params.text_document.uri, params.position, automatic)
         if found is None:
             return types.InlineCompletionList(items=[])
         doc, completion, _ = found
@@ -330,7 +333,7 @@ def _register(server: DgServer) -> None:  # noqa: C901 - one short handler per m
         if not ls.options.inline.completion_items:
             return types.CompletionList(is_incomplete=False, items=[])
         invoked = params.context is None or params.context.trigger_kind == types.CompletionTriggerKind.Invoked
-        found = await ls.complete_at(params.text_document.uri, params.position, not invoked)
+        found = await ls.complete_at("completion", params.text_document.uri, params.position, not invoked)
         if found is None:
             return types.CompletionList(is_incomplete=True, items=[])
         doc, completion, word_start = found

@@ -1,5 +1,6 @@
-"""Scheduler with the fake backend: latest request per lane wins, cancellation mid-denoise, every job
-resolves, the LRU answers repeats. Waiting uses events and futures; nothing is timed."""
+"""Scheduler with the fake backend: latest request per lane wins, jobs with one cache key share a run (kept
+while any job waits on it), cancellation mid-denoise, every job resolves, the LRU answers repeats. Waiting
+uses events and futures; nothing is timed."""
 
 from __future__ import annotations
 
@@ -142,8 +143,8 @@ def test_backend_errors_and_load_failures_reach_the_waiter(scheduler):
 def test_every_submitted_job_resolves_under_a_storm(scheduler):
     load(scheduler, FakeBackend(step_delay_ms=0.5))
     jobs = []
-    for i in range(300):
-        jobs.append(scheduler.submit(job(lane=f"doc{i % 3}", prefix=f"v{i} = ", steps=3)))
+    for i in range(300):  # consecutive pairs share a key, so some jobs attach to runs
+        jobs.append(scheduler.submit(job(lane=f"doc{i % 3}", prefix=f"v{i} = ", key=f"v{i // 2}", steps=3)))
         if i % 7 == 0:
             scheduler.cancel(jobs[-1])
     done, not_done = wait([j.future for j in jobs], timeout=30)
@@ -181,3 +182,123 @@ def test_debounced_jobs_superseded_while_waiting_never_start(scheduler):
     assert jobs[-1].future.result(timeout=10).texts == ("fill_0",)
     assert all(isinstance(j.future.exception(), Superseded) for j in jobs[:-1])
     assert backend.calls == 1 and scheduler.stats.started == 1
+
+
+# --- shared runs: one key, one run; a run stops only when its last job leaves -------------------------------
+
+def test_a_job_with_the_same_key_attaches_to_the_running_one(scheduler):
+    backend = GatedBackend()
+    load(scheduler, backend)
+    inline = scheduler.submit(job(lane="inline", key="k", steps=3))
+    assert backend.in_step.wait(10)
+    completion = scheduler.submit(job(lane="completion", key="k"))
+    backend.gate.set()
+    assert inline.future.result(timeout=10) is completion.future.result(timeout=10)
+    assert backend.calls == 1
+    s = scheduler.stats
+    assert (s.submitted, s.shared, s.started, s.computed, s.superseded) == (2, 1, 1, 1, 0)
+
+
+def test_jobs_attach_to_a_queued_run(scheduler):
+    backend = GatedBackend()
+    load(scheduler, backend)
+    running = scheduler.submit(job(lane="other", key="o"))  # occupies the worker
+    assert backend.in_step.wait(10)
+    shared = [scheduler.submit(job(lane=lane, key="k")) for lane in ("inline", "completion", "edit")]
+    assert scheduler.pending() == 2  # the running job and one queued run
+    backend.gate.set()
+    results = [j.future.result(timeout=10) for j in shared]
+    assert all(r is results[0] for r in results) and running.future.result(timeout=10)
+    assert backend.calls == 2 and scheduler.stats.shared == 2
+
+
+def test_a_shared_run_keeps_going_when_one_of_its_jobs_is_cancelled(scheduler):
+    backend = GatedBackend()
+    load(scheduler, backend)
+    inline = scheduler.submit(job(lane="inline", key="k", steps=3))
+    assert backend.in_step.wait(10)
+    completion = scheduler.submit(job(lane="completion", key="k"))
+    scheduler.cancel(inline)
+    assert isinstance(inline.future.exception(timeout=10), Cancelled)  # answered at once
+    backend.gate.set()
+    assert completion.future.result(timeout=10).texts == ("fill_0",)
+    assert backend.steps_run == 3 and scheduler.stats.computed == 1 and scheduler.stats.cancelled == 1
+
+
+def test_a_shared_run_stops_when_its_last_job_leaves(scheduler):
+    backend = GatedBackend()
+    load(scheduler, backend)
+    jobs = [scheduler.submit(job(lane=lane, key="k", steps=1000)) for lane in ("inline", "completion")]
+    assert backend.in_step.wait(10)
+    for j in jobs:
+        scheduler.cancel(j)
+    backend.gate.set()
+    assert all(isinstance(j.future.exception(timeout=10), Cancelled) for j in jobs)
+    after = scheduler.submit(job(lane="inline", key="next", steps=1))  # the worker is free again
+    assert after.future.result(timeout=10)
+    assert backend.steps_run < 1000 and scheduler.stats.computed == 1 and scheduler.stats.cancelled == 2
+
+
+def test_a_request_supersedes_only_its_own_lane(scheduler):
+    backend = GatedBackend()
+    load(scheduler, backend)
+    inline = scheduler.submit(job(lane="inline", key="k1", steps=3))
+    assert backend.in_step.wait(10)
+    completion = scheduler.submit(job(lane="completion", key="k1"))
+    newer_inline = scheduler.submit(job(lane="inline", prefix="y = ", key="k2"))
+    assert isinstance(inline.future.exception(timeout=10), Superseded)
+    backend.gate.set()
+    assert completion.future.result(timeout=10).texts == ("fill_0",)  # its run went on for it
+    assert newer_inline.future.result(timeout=10)
+    s = scheduler.stats
+    assert (s.started, s.computed, s.superseded, s.shared) == (2, 2, 1, 1)
+
+
+def test_a_newer_keystroke_supersedes_both_kinds_and_stops_their_run(scheduler):
+    backend = GatedBackend()
+    load(scheduler, backend)
+    old = [scheduler.submit(job(lane=lane, key="v1", steps=1000)) for lane in ("inline", "completion")]
+    assert backend.in_step.wait(10)
+    new = [scheduler.submit(job(lane=lane, prefix="y = ", key="v2", steps=2)) for lane in ("inline", "completion")]
+    backend.gate.set()
+    assert all(isinstance(j.future.exception(timeout=10), Superseded) for j in old)
+    assert new[0].future.result(timeout=10) is new[1].future.result(timeout=10)
+    s = scheduler.stats
+    assert backend.steps_run < 1000
+    assert (s.started, s.computed, s.superseded, s.shared) == (2, 1, 2, 2)
+
+
+def test_the_same_request_again_in_its_lane_keeps_the_run(scheduler):
+    backend = GatedBackend()
+    load(scheduler, backend)
+    first = scheduler.submit(job(lane="inline", key="k", steps=3))
+    assert backend.in_step.wait(10)
+    again = scheduler.submit(job(lane="inline", key="k"))
+    assert isinstance(first.future.exception(timeout=10), Superseded)
+    backend.gate.set()
+    assert again.future.result(timeout=10).texts == ("fill_0",)
+    assert backend.calls == 1 and scheduler.stats.started == 1
+
+
+def test_an_invoked_job_starts_the_debounced_run_it_attaches_to(scheduler):
+    import time
+
+    backend = FakeBackend()
+    load(scheduler, backend)
+    automatic = job(lane="inline", key="k")
+    automatic.not_before = time.monotonic() + 3600  # would wait an hour on its own
+    scheduler.submit(automatic)
+    invoked = scheduler.submit(job(lane="completion", key="k"))
+    assert invoked.future.result(timeout=10) is automatic.future.result(timeout=10)
+    assert backend.calls == 1 and scheduler.stats.shared == 1
+
+
+def test_stop_resolves_every_job_of_a_shared_run():
+    s = Scheduler()
+    backend = GatedBackend()
+    load(s, backend)
+    jobs = [s.submit(job(lane=lane, key="k", steps=1000)) for lane in ("inline", "completion")]
+    assert backend.in_step.wait(10)
+    backend.gate.set()
+    s.stop()
+    assert all(isinstance(j.future.exception(timeout=10), Cancelled) for j in jobs)

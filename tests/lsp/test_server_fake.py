@@ -183,6 +183,77 @@ async def test_latest_request_wins_and_every_request_is_answered(client: Languag
     assert info["replied"] == info["received"] - 1  # every request but this stats call has its reply
 
 
+def completion_params(uri: str, line: int, character: int) -> types.CompletionParams:
+    return types.CompletionParams(text_document=types.TextDocumentIdentifier(uri=uri),
+                                  position=types.Position(line, character))
+
+
+def send_keystroke_requests(client: LanguageClient, line: int, character: int, automatic_inline: bool = False):
+    """The inline completion and completion requests an editor sends at one keystroke, sent back to back
+    without awaiting: ((inline future, its id), (completion future, its id))."""
+    sent = []
+    for method, params in ((types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(URI, line, character,
+                                                                                 automatic=automatic_inline)),
+                           (types.TEXT_DOCUMENT_COMPLETION, completion_params(URI, line, character))):
+        future = client.protocol.send_request(method, params)
+        sent.append((future, next(k for k, v in client.protocol._request_futures.items() if v is future)))
+    return sent
+
+
+async def wait_started(client: LanguageClient, more_than: int) -> None:
+    while (await stats(client))["started"] <= more_than:
+        await asyncio.sleep(0.01)
+
+
+async def test_inline_and_completion_at_one_keystroke_share_one_model_run(client: LanguageClient):
+    # the inline request is automatic and debounced for 2 s; the invoked completion attaches to its run and
+    # starts it at once, so the two meet in one run however the worker is timed
+    await initialize(client, fake_options(fake={"responses": {"def add(a, b):\n    ": "return a + b"}},
+                                          inline={"debounceMs": 2000}))
+    open_doc(client, URI, SOURCE)
+    before = await stats(client)
+    (inline, _), (completion, _) = send_keystroke_requests(client, 1, 4, automatic_inline=True)
+    inline_result, completion_result = await asyncio.wrap_future(inline), await asyncio.wrap_future(completion)
+    assert [i.insert_text for i in inline_result.items] == ["return a + b"]
+    assert [i.text_edit.new_text for i in completion_result.items] == ["return a + b"]
+    after = await settled_stats(client)
+    assert {k: after[k] - before[k] for k in ("submitted", "started", "computed", "shared", "superseded")} == {
+        "submitted": 2, "started": 1, "computed": 1, "shared": 1, "superseded": 0}
+
+
+async def test_cancelling_one_of_two_shared_requests_still_answers_the_other(client: LanguageClient):
+    await initialize(client, fake_options(fake={"stepDelayMs": 20, "responses": {"(a, b):\n    ": "return a + b"}},
+                                          sampler={"steps": 100}))
+    open_doc(client, URI, SOURCE)
+    (inline, inline_id), (completion, _) = send_keystroke_requests(client, 1, 4)
+    await wait_started(client, 0)
+    client.protocol.notify("$/cancelRequest", types.CancelParams(id=inline_id))
+    with pytest.raises(JsonRpcException) as error:
+        await asyncio.wrap_future(inline)
+    assert error.value.code == types.LSPErrorCodes.RequestCancelled
+    result = await asyncio.wrap_future(completion)
+    assert [i.text_edit.new_text for i in result.items] == ["return a + b"]
+    after = await settled_stats(client)
+    assert (after["started"], after["computed"], after["shared"], after["cancelled"]) == (1, 1, 1, 1)
+
+
+async def test_a_newer_keystroke_supersedes_both_kinds(client: LanguageClient):
+    responses = {"(a, b):\n    ": "return a + b", "= 1\n    ": "return y"}
+    await initialize(client, fake_options(fake={"stepDelayMs": 20, "responses": responses}, sampler={"steps": 100}))
+    open_doc(client, URI, SOURCE)
+    old = send_keystroke_requests(client, 1, 4)
+    await wait_started(client, 0)
+    change_doc(client, URI, 2, (1, 4), (1, 4), "y = 1\n    ")
+    new = send_keystroke_requests(client, 2, 4)
+    old_inline, old_completion, new_inline, new_completion = [
+        await asyncio.wrap_future(future) for future, _ in old + new]
+    assert not old_inline.items and not old_completion.items  # superseded: answered empty
+    assert [i.insert_text for i in new_inline.items] == ["return y"]
+    assert [i.text_edit.new_text for i in new_completion.items] == ["return y"]
+    after = await settled_stats(client)
+    assert (after["started"], after["computed"], after["shared"], after["superseded"]) == (2, 1, 2, 2)
+
+
 async def test_bad_options_name_the_key_and_defaults_apply(client: LanguageClient):
     await initialize(client, fake_options(sampler={"steps": "many"}, inline={"lineCanvas": 0}, bogus=1))
     messages = [m.message for m in client.messages]
