@@ -124,6 +124,15 @@ class ModelConfig:
     eos_id: int | None = None
     bos_id: int | None = None
     name: str = "model"
+    # Variable-length canvases (DreamOn): a canvas position that becomes `expand_id` turns into two masks,
+    # one that becomes `delete_id` is removed. Filled from the tokenizer (engine.tokenizer.load_tokenizer)
+    # when it has an "<|expand|>" token; None: canvases keep their length.
+    expand_id: int | None = None
+    delete_id: int | None = None
+
+    @property
+    def variable_length(self) -> bool:
+        return self.expand_id is not None and self.delete_id is not None
 
     @property
     def q_size(self) -> int:
@@ -149,7 +158,8 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The config.json we write for our own checkpoints (HF key names)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("family", "name")}
+        out = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in ("family", "name", "expand_id", "delete_id")}  # those two: the tokenizer's
         for ours, hf in (("mask_id", "mask_token_id"), ("pad_id", "pad_token_id"),
                          ("eos_id", "eos_token_id"), ("bos_id", "bos_token_id")):
             out[hf] = out.pop(ours)

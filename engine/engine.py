@@ -28,15 +28,15 @@ from torch import Tensor
 from dg_lsp.engine.config import GEMMA_FAMILY, ModelConfig, load_config, read_config
 from dg_lsp.engine.context_cache import ContextCache
 from dg_lsp.engine.device import choose_dtype, resolve_device
-from dg_lsp.engine.errors import CheckpointError, ConfigError, InfillCancelled
+from dg_lsp.engine.errors import CheckpointError, ConfigError, InfillCancelled, RequestError
 from dg_lsp.engine.forward import CanvasForward
 from dg_lsp.engine.loader import Progress, load_weights
 from dg_lsp.engine.model import Transformer
-from dg_lsp.engine.prompt import Layout, build_layout
+from dg_lsp.engine.prompt import Layout, build_layout, with_canvases
 from dg_lsp.engine.quantize import check_scheme, quantize_model, weight_bytes
 from dg_lsp.engine.request import InfillRequest, InfillResult, SamplerConfig
 from dg_lsp.engine.graphs import StepGraphs
-from dg_lsp.engine.sampler import held_back_ends, propose, update_canvas
+from dg_lsp.engine.sampler import held_back_ends, propose, resize_hole, update_canvas
 from dg_lsp.engine.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -52,6 +52,11 @@ class StepState:
     encode_ms: float  # context encode (prefix/suffix) done before this step; 0 after the first
     step_ms: float  # this step's forward and update
     done: bool
+    # variable-length checkpoints (expand/delete tokens): canvas positions per hole after this step (empty:
+    # as the layout built them), and how many positions this step's expand and delete tokens added and removed
+    lengths: tuple[int, ...] = ()
+    expanded: int = 0
+    deleted: int = 0
 
 
 def blocks(n: int, steps: int, block_length: int, device: torch.device) -> Iterator[tuple[Tensor, int]]:
@@ -128,7 +133,7 @@ class Engine:
             encode_ms += last.encode_ms
             denoise_ms += last.step_ms
         assert last is not None and last.done
-        return InfillResult(texts=self.decode_holes(layout, last.canvas), steps=last.step + 1,
+        return InfillResult(texts=self.decode_holes(layout, last.canvas, last.lengths), steps=last.step + 1,
                             canvas_tokens=len(last.canvas), encode_ms=encode_ms, denoise_ms=denoise_ms)
 
     def infill(self, request: InfillRequest, sampler: SamplerConfig = SamplerConfig(),
@@ -138,13 +143,14 @@ class Engine:
         layout = build_layout(request, self.tokenizer, self.cfg)  # errors surface here, before any work
         return self.infill_layout(layout, sampler, generator, cancel)
 
-    def decode_holes(self, layout: Layout, canvas: Tensor) -> tuple[str, ...]:
-        """Text of each hole, cut at the first pad/EOS (what follows it is filler)."""
+    def decode_holes(self, layout: Layout, canvas: Tensor, lengths: tuple[int, ...] = ()) -> tuple[str, ...]:
+        """Text of each hole, cut at the first pad/EOS (what follows it is filler). `lengths`: canvas
+        positions per hole when expand/delete tokens changed them (StepState.lengths)."""
         ends = self.cfg.end_ids
         texts, offset = [], 0
-        for start, end in layout.holes:
-            ids = canvas[offset: offset + end - start].tolist()
-            offset += end - start
+        for n in lengths or [end - start for start, end in layout.holes]:
+            ids = canvas[offset: offset + n].tolist()
+            offset += n
             cut = next((i for i, t in enumerate(ids) if t in ends), len(ids))
             texts.append(self.tokenizer.decode(ids[:cut]))
         return tuple(texts)
@@ -180,6 +186,9 @@ class Engine:
         if not bool(masked.any()):  # nothing to fill (a rewrite that re-noised nothing): done as it is
             yield StepState(step=0, canvas=canvas.clone(), masked=masked.clone(), committed=0, encode_ms=encode_ms,
                             step_ms=0.0, done=True)
+            return
+        if cfg.variable_length:
+            yield from self._denoise_variable(layout, run, canvas, sampler, generator, check_cancel, encode_ms)
             return
         i = 0
         for in_block, block_steps in blocks(len(canvas), sampler.steps, sampler.block_length, dev):
@@ -219,6 +228,71 @@ class Engine:
                 encode_ms, i = 0.0, i + 1
                 if done:
                     return
+
+    def _denoise_variable(self, layout: Layout, run: CanvasForward, canvas: Tensor, sampler: SamplerConfig,
+                          generator: torch.Generator | None, check_cancel: Callable[[], None],
+                          encode_ms: float) -> Iterator[StepState]:
+        """The loop of checkpoints with expand/delete tokens (DreamOn; engine.reference.reference_dreamon).
+
+        Each step: logits of the canvas (the expand logit lowered by 1e9 in a hole at its cap, at the
+        context length, or out of expand budget, as DreamOn does), the sampler's commits, then each hole's
+        length edits (sampler.resize_hole). A step that changed a length rebuilds the layout and the
+        per-request forward: the rows after a hole move, and the context K/V are reused as across requests
+        (engine.context_cache: exact for the prefix of a causal family, approximate otherwise). The
+        schedule counts from the first step; past `steps` every masked position commits at each step, so
+        the loop ends when no mask is left (each expansion spends budget). One block; no renoise, no halt
+        on a stable canvas (the positions move)."""
+        cfg, dev = self.cfg, self.device
+        if sampler.commit == "renoise" or sampler.block_length:
+            raise RequestError(f"model {cfg.name} grows and shrinks its canvas (expand/delete tokens): commit="
+                               f"{sampler.commit!r} and block_length={sampler.block_length} are not supported with it; "
+                               "expected commit 'schedule' or 'threshold' and block_length 0")
+        end_ids = torch.tensor(sorted(cfg.end_ids), dtype=torch.long, device=dev)
+        budget = [sampler.expand_budget or sampler.max_canvas] * len(layout.holes)
+        i = 0
+        while True:
+            check_cancel()
+            t0 = time.perf_counter()
+            lengths = [end - start for start, end in layout.holes]
+            hole = torch.tensor(layout.hole_of(), dtype=torch.long, device=dev)
+            masked = canvas == cfg.mask_id
+            context_left = cfg.max_position_embeddings - len(layout.tokens)
+            room = [min(sampler.max_canvas - n, b, context_left) for n, b in zip(lengths, budget)]
+            logits = run.logits()
+            blocked = torch.tensor([r <= 0 for r in room], device=dev)[hole]
+            logits[blocked, cfg.expand_id] -= 1e9
+            proposal = propose(logits, sampler, generator)
+            hole_start = torch.ones_like(masked)
+            hole_start[1:] = hole[1:] != hole[:-1]
+            held = held_back_ends(proposal.tokens, masked, hole_start, end_ids) if sampler.ends_in_order else None
+            canvas, still = update_canvas(canvas, masked, proposal, None, min(i, sampler.steps - 1), sampler,
+                                          cfg.mask_id, held)
+            committed = int(masked.sum() - still.sum())
+            canvases, expanded, deleted, offset = [], 0, 0, 0
+            for h, n in enumerate(lengths):
+                span = slice(offset, offset + n)
+                part, grew, shrank = resize_hole(canvas[span].tolist(), masked[span].tolist(), cfg.expand_id,
+                                                 cfg.delete_id, cfg.mask_id, max(room[h], 0))
+                canvases.append(part)
+                budget[h] -= grew
+                expanded, deleted, offset = expanded + grew, deleted + shrank, offset + n
+            canvas = torch.tensor([t for part in canvases for t in part], dtype=torch.long, device=dev)
+            masked = canvas == cfg.mask_id
+            done = not bool(masked.any())
+            if expanded or deleted:  # positions moved
+                layout = with_canvases(layout, canvases, cfg)
+                if not done:
+                    run = CanvasForward(self, layout)
+            else:
+                run.tokens[0, run.canvas_idx] = canvas
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            yield StepState(step=i, canvas=canvas.clone(), masked=masked.clone(), committed=committed,
+                            encode_ms=encode_ms, step_ms=(time.perf_counter() - t0) * 1e3, done=done,
+                            lengths=tuple(len(p) for p in canvases), expanded=expanded, deleted=deleted)
+            encode_ms, i = 0.0, i + 1
+            if done:
+                return
 
     def _renoise_init(self, canvas: Tensor, masked: Tensor, logits: Tensor, strength: float) -> tuple[Tensor, Tensor]:
         existing = ~masked

@@ -69,6 +69,23 @@ def build_layout(request: InfillRequest, tok: Tokenizer, cfg: ModelConfig) -> La
     return Layout(tokens=tuple(ids), holes=tuple(holes), init=tuple(inits))
 
 
+def with_canvases(layout: Layout, canvases: list[list[int]], cfg: ModelConfig) -> Layout:
+    """The layout with each hole's canvas replaced by `canvases[h]`, of any length (expand/delete tokens):
+    context tokens are kept, and the rows after a hole that grew or shrank take the positions that follow."""
+    ids: list[int] = []
+    holes, done = [], 0
+    for (start, end), canvas in zip(layout.holes, canvases):
+        ids += layout.tokens[done:start]
+        holes.append((len(ids), len(ids) + len(canvas)))
+        ids += canvas
+        done = end
+    ids += layout.tokens[done:]
+    if len(ids) > cfg.max_position_embeddings:
+        raise RequestError(f"the canvas grew to a prompt of {len(ids)} tokens, longer than the model's context of "
+                           f"{cfg.max_position_embeddings}")
+    return Layout(tokens=tuple(ids), holes=tuple(holes), init=layout.init)
+
+
 def attention_mask(layout: Layout, cfg: ModelConfig) -> Tensor | None:
     """[T, T] bool (True = may attend) for a full forward over the layout; None = every row sees every row.
 

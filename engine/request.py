@@ -85,6 +85,11 @@ class SamplerConfig:
     # this many positions, each with its share of the steps; commits happen only in the current block.
     # 0: the whole canvas is one block
     block_length: int = 0
+    # variable-length checkpoints (DreamOn's expand/delete tokens, engine.sampler.resize_hole): a hole's canvas
+    # grows to at most this many positions (DreamOn's max_gen_len, 64 in its eval), through at most
+    # `expand_budget` expansions per hole (0: max_canvas, as DreamOn's eval sets it)
+    max_canvas: int = 64
+    expand_budget: int = 0
     # DiffusionGemma's entropy-bound sampler (engine.gemma_sampler); None: the checkpoint's generation default
     max_steps: int | None = None  # denoising steps per canvas at most (reference: 48)
     entropy_bound: float | None = None  # accepted positions' summed entropy stays under this (0.1)
@@ -107,6 +112,10 @@ class SamplerConfig:
             ("strength", self.strength, 0.0 <= self.strength <= 1.0, "a number in [0, 1]"),
             ("block_length", self.block_length, isinstance(self.block_length, int) and 0 <= self.block_length <= 4096,
              "an integer 0..4096 (0: one block)"),
+            ("max_canvas", self.max_canvas, isinstance(self.max_canvas, int) and 1 <= self.max_canvas <= 4096,
+             "an integer 1..4096"),
+            ("expand_budget", self.expand_budget, isinstance(self.expand_budget, int)
+             and 0 <= self.expand_budget <= 4096, "an integer 0..4096 (0: max_canvas)"),
             ("max_steps", self.max_steps, self.max_steps is None or (isinstance(self.max_steps, int)
                                                                      and 1 <= self.max_steps <= 1024),
              "null or an integer 1..1024"),

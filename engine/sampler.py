@@ -150,3 +150,32 @@ def update_canvas(canvas: Tensor, masked: Tensor, proposal: Proposal, current_pr
     if count > 0:
         commit[_ranked(proposal.confidence, masked & ~held, held)[:count]] = True
     return torch.where(commit, proposal.tokens, canvas), masked & ~commit
+
+
+def resize_hole(tokens: list[int], was_masked: list[bool], expand_id: int, delete_id: int, mask_id: int,
+                room: int) -> tuple[list[int], int, int]:
+    """DreamOn's length edits on one hole's canvas after a step's commits (DreamOn eval/generator.py
+    batch_generate_with_expand_as_token; its HF _sample in the same order). Returns (tokens, expanded, deleted).
+
+    1. The first delete token ends the middle: every position after it that was masked before the step
+       becomes delete too (pad_eos_to_right / pad_delete_to_right).
+    2. Delete tokens at positions masked before the step are removed: the canvas shrinks.
+    3. Each expand token becomes two masks: the canvas grows by one. At most `room` of them (what is left
+       of the hole's cap and expand budget), right to left as DreamOn processes them; an expand token past
+       that becomes one mask. (With one commit per step, as DreamOn runs, the engine blocks the expand logit
+       once room is 0, so this never binds.)
+    """
+    first = next((k for k, t in enumerate(tokens) if t == delete_id), len(tokens))
+    tokens = [delete_id if k > first and was_masked[k] else t for k, t in enumerate(tokens)]
+    kept = [t for t, m in zip(tokens, was_masked) if not (m and t == delete_id)]
+    deleted = len(tokens) - len(kept)
+    out: list[int] = []
+    expanded = 0
+    for t in reversed(kept):
+        if t == expand_id:
+            grow = expanded < room
+            expanded += grow
+            out += [mask_id] * (1 + grow)
+        else:
+            out.append(t)
+    return out[::-1], expanded, deleted

@@ -102,11 +102,12 @@ def random_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
 
 
 def write_tiny_checkpoint(path: str | Path, family: str = "dg", seed: int = 0, *, shard_bytes: int | None = None,
-                          **shape) -> Path:
-    """A random-weight checkpoint directory of `family`; returns its path."""
+                          extra_specials: tuple[str, ...] = (), **shape) -> Path:
+    """A random-weight checkpoint directory of `family`; returns its path. `extra_specials` join the
+    tokenizer's special tokens after the family's (e.g. DreamOn's "<|expand|>", "<|delete|>")."""
     path = Path(path)
     cfg = tiny_config(family, **shape)
-    specials = list(SPECIALS[family].values())
+    specials = [*SPECIALS[family].values(), *extra_specials]
     tok = tiny_tokenizer(specials, cfg.vocab_size)
     if tok.get_vocab_size() < cfg.vocab_size:  # the sample is small: let config and tokenizer agree exactly
         cfg = replace(cfg, vocab_size=cfg.vocab_size)

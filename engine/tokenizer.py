@@ -56,4 +56,23 @@ def load_tokenizer(model_dir: str | Path, cfg: ModelConfig) -> tuple[Tokenizer, 
         raise TokenizerError(f"{path}: {size} tokens do not fit the model's vocab_size={cfg.vocab_size}")
     if cfg.mask_id is None:
         cfg = replace(cfg, mask_id=token_id)
-    return Tokenizer(hf), cfg
+    return Tokenizer(hf), length_tokens(hf, cfg)
+
+
+EXPAND_TOKEN, DELETE_TOKEN = "<|expand|>", "<|delete|>"
+
+
+def length_tokens(hf: _HFTokenizer, cfg: ModelConfig) -> ModelConfig:
+    """The config with expand/delete ids when the tokenizer has DreamOn's "<|expand|>" (151667 in DreamOn).
+
+    Delete is "<|delete|>" when the tokenizer has it, else EOS: DreamOn's published eval loop
+    (eval/generator.py, delete_eos_token) deletes canvas positions that become EOS."""
+    expand = hf.token_to_id(EXPAND_TOKEN)
+    if expand is None:
+        return cfg
+    delete = hf.token_to_id(DELETE_TOKEN)
+    delete = cfg.eos_id if delete is None else delete
+    if delete is None or expand == cfg.mask_id or delete == cfg.mask_id:
+        raise TokenizerError(f"{EXPAND_TOKEN} has id {expand} but the delete token ({DELETE_TOKEN} or EOS) is "
+                             f"{delete} and the mask is {cfg.mask_id}: expected a delete token distinct from the mask")
+    return replace(cfg, expand_id=expand, delete_id=delete)
