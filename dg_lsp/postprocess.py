@@ -1,10 +1,14 @@
 """From the engine's filled text to what the editor shows. Pure.
 
 Steps, in order: cut leftover special tokens (the engine already trims pad/EOS; a `<|...|>` piece that
-slips through ends the text), apply the stop rule of the mode (line: end of line; block: dedent below the
-cursor's block), remove what repeats the suffix (auto-closed brackets and quotes, or lines that already
-follow the cursor), and drop items that are empty or only repeat the suffix. The result carries the range
-of document characters it replaces, as offsets.
+slips through ends the text), apply the stop rule of the mode (line: end of the statement, i.e. the first
+line end with no bracket or string open; block: dedent below the cursor's block, but not inside brackets),
+remove what repeats the suffix (auto-closed brackets and quotes, or lines that already follow the cursor),
+balance (cut at a closer the text did not open, or that closes a bracket the suffix closes; block mode cuts
+back to the last line that leaves nothing open, line mode cuts a string left open), and drop items that are
+empty or only repeat the suffix. Brackets and strings are tracked from the start of the cursor's statement,
+with Python rules or C-like ones (`//` comments) by language id. The result carries the range of document
+characters it replaces, as offsets.
 """
 
 from __future__ import annotations
@@ -42,18 +46,161 @@ def _is_closer_line(line: str) -> bool:
     return bool(body) and all(ch in CLOSERS for ch in body)
 
 
-def stop_at_line_end(text: str) -> str:
-    return text.split("\n", 1)[0]
+@dataclass(frozen=True)
+class Syntax:
+    """What the bracket scanner needs to know of a language: its line comment and its quotes."""
+
+    comment: str
+    quotes: str
+    triple: bool  # whether a tripled quote opens a string that may span lines
 
 
-def stop_at_dedent(text: str, line_prefix: str, max_lines: int) -> str:
+PYTHON = Syntax(comment="#", quotes="'\"", triple=True)
+C_LIKE = Syntax(comment="//", quotes="'\"", triple=False)
+_C_LIKE_IDS = {"c", "cpp", "csharp", "cuda-cpp", "objective-c", "objective-cpp", "java", "javascript",
+               "javascriptreact", "typescript", "typescriptreact", "go", "rust", "kotlin", "swift", "scala",
+               "dart", "php", "groovy"}
+_PAIRS = {")": "(", "]": "[", "}": "{"}
+
+
+def syntax_for(language_id: str) -> Syntax:
+    return C_LIKE if language_id.lower() in _C_LIKE_IDS else PYTHON
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Scanner state: brackets still open (innermost last) and the string the text is inside, if any."""
+
+    open: tuple[str, ...] = ()
+    quote: str = ""  # the open string's delimiter; "" outside strings
+    quote_at: int = -1  # where in the scanned text that string opened; -1: before it
+
+    def in_own_string(self) -> bool:
+        return bool(self.quote) and self.quote_at >= 0
+
+
+@dataclass(frozen=True)
+class Walk:
+    lines: list[Scan]  # state at the end of each "\n"-separated line, before its line break
+    stray: int  # offset of the first closer that matches no open bracket (or a kept one); -1: none
+    low: int  # the fewest brackets open at any point
+
+
+def scan(text: str, syntax: Syntax = PYTHON, start: Scan = Scan(), keep: int = 0) -> Walk:
+    """Track brackets and strings through `text` from `start`, ignoring brackets in strings and comments.
+
+    The first `keep` open brackets are not the text's to close: a closer that would close one is stray
+    (and, like any stray closer, changes nothing).
+    """
+    stack, quote, quote_at = list(start.open), start.quote, start.quote_at if start.quote else -1
+    lines: list[Scan] = []
+    stray, low, escaped_break, i, n = -1, len(stack), False, 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\n":
+            lines.append(Scan(tuple(stack), quote, quote_at))
+            if len(quote) == 1 and not escaped_break:  # a one-quote string ends with its line
+                quote, quote_at = "", -1
+            escaped_break, i = False, i + 1
+        elif quote:
+            if ch == "\\":
+                escaped_break = text.startswith("\n", i + 1)
+                i += 1 if escaped_break else 2
+            elif text.startswith(quote, i):
+                quote, quote_at, i = "", -1, i + len(quote)
+            else:
+                i += 1
+        elif text.startswith(syntax.comment, i):
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+        elif ch in syntax.quotes:
+            quote = ch * 3 if syntax.triple and text.startswith(ch * 3, i) else ch
+            quote_at, i = i, i + len(quote)
+        else:
+            if ch in "([{":
+                stack.append(ch)
+            elif ch in _PAIRS:
+                if len(stack) > keep and stack[-1] == _PAIRS[ch]:
+                    stack.pop()
+                    low = min(low, len(stack))
+                elif stray < 0:
+                    stray = i
+            i += 1
+    lines.append(Scan(tuple(stack), quote, quote_at))
+    return Walk(lines, stray, low)
+
+
+def statement_state(prefix: str, syntax: Syntax) -> Scan:
+    """Brackets and string left open before the cursor, scanning from the last line at column 0 that can
+    start a statement (not blank, not a closing bracket)."""
+    lines = prefix.split("\n")
+    head = 0
+    for i in range(len(lines) - 1, -1, -1):
+        line = lines[i]
+        if line[:1].strip() and line[0] not in ")]}" and not line.startswith(syntax.comment):
+            head = i
+            break
+    state = scan("\n".join(lines[head:]), syntax).lines[-1]
+    return Scan(state.open, state.quote)
+
+
+def suffix_closes(suffix: str, start: Scan, syntax: Syntax) -> int:
+    """How many of the brackets open at the cursor the text after it closes."""
+    return len(start.open) - scan(suffix, syntax, start).low
+
+
+def _balanced(state: Scan, depth: int) -> bool:
+    return len(state.open) <= depth and not state.in_own_string()
+
+
+def _until_broken(lines: list[Scan]) -> list[Scan]:
+    """The line states before the first line that ends inside a one-quote string it opened (a broken line:
+    the scanner's string state after it means nothing)."""
+    broken = [i for i, state in enumerate(lines) if state.in_own_string() and len(state.quote) == 1]
+    return lines[:broken[0]] if broken else lines
+
+
+def _cut_after_line(text: str, index: int) -> str:
+    return "\n".join(text.split("\n")[:index + 1])
+
+
+def stop_at_statement_end(text: str, start: Scan, syntax: Syntax, keep: int, max_lines: int) -> str:
+    """Line mode: end after the line that ends the statement, i.e. closes the brackets the completion opened
+    and those the prefix left open (less the `keep` the suffix closes). If none does within `max_lines`,
+    the first line that closes the completion's own brackets; else nothing."""
+    lines = _until_broken(scan(text, syntax, start, keep).lines[:max_lines])
+    for depth in (keep, len(start.open)):
+        ends = [i for i, state in enumerate(lines) if _balanced(state, depth)]
+        if ends:
+            return _cut_after_line(text, ends[0])
+    return ""
+
+
+def balance(text: str, start: Scan, syntax: Syntax, keep: int, whole_lines: bool) -> str:
+    """Cut before the first closer the text did not open (nor the prefix left open for it to close); then
+    block mode (`whole_lines`) cuts back to the last line that leaves no bracket of its own or string open,
+    and line mode cuts a string the text opened and did not close."""
+    walk = scan(text, syntax, start, keep)
+    if walk.stray >= 0:
+        text = text[:walk.stray]
+        walk = scan(text, syntax, start, keep)
+    if whole_lines:
+        ends = [i for i, state in enumerate(_until_broken(walk.lines)) if _balanced(state, len(start.open))]
+        return _cut_after_line(text, ends[-1]) if ends else ""
+    last = walk.lines[-1]
+    return text[:last.quote_at] if last.in_own_string() else text
+
+
+def stop_at_dedent(text: str, line_prefix: str, max_lines: int, inside: list[bool] | None = None) -> str:
     """Keep lines while they stay inside the block the cursor is in (or opens).
 
     The reference is the cursor line's indentation. If the cursor line (with the completion's first line)
     opens a block, the completion ends before the first line at or below that indentation, keeping a line
     of closing brackets at that indentation; otherwise it ends before the first line indented less.
+    A line that starts inside brackets or a string (`inside[i]` for line i) never ends the block.
     """
     lines = text.split("\n")
+    inside = inside or [False] * len(lines)
     first_line = line_prefix + lines[0]
     if first_line.strip():
         base = indent_width(first_line)
@@ -62,10 +209,10 @@ def stop_at_dedent(text: str, line_prefix: str, max_lines: int) -> str:
         base = indent_width(first)
     opens = first_line.rstrip().endswith(BLOCK_OPENERS)
     kept = [lines[0]]
-    for line in lines[1:]:
+    for index, line in enumerate(lines[1:], 1):
         if len(kept) >= max_lines:
             break
-        if line.strip():
+        if line.strip() and not inside[index]:
             width = indent_width(line)
             if width < base:
                 break
@@ -113,13 +260,20 @@ def repeats_suffix(text: str, suffix: str) -> bool:
 def postprocess(raw: str, ctx: CursorContext, *, max_lines: int = 12) -> Completion | None:
     """The completion to offer at the cursor, or None when there is nothing worth showing."""
     text = trim_special(raw).replace("\r\n", "\n").replace("\r", "\n")
+    syntax = syntax_for(ctx.language_id)
+    start = statement_state(ctx.prefix, syntax)
+    keep = suffix_closes(ctx.suffix, start, syntax)
     if ctx.mode == "line":
-        text = stop_at_line_end(text)
+        text = stop_at_statement_end(text, start, syntax, keep, max_lines)
         text = remove_line_suffix_overlap(text, ctx.line_suffix)
+        text = balance(text, start, syntax, keep, whole_lines=False)
         text = text.rstrip() if not ctx.line_suffix.strip() else text
     else:
-        text = stop_at_dedent(text, ctx.line_prefix, max_lines).rstrip()
+        states = scan(text, syntax, start, keep).lines
+        inside = [False] + [not _balanced(state, keep) for state in states[:-1]]
+        text = stop_at_dedent(text, ctx.line_prefix, max_lines, inside).rstrip()
         text = remove_block_suffix_overlap(text, ctx.suffix).rstrip()
+        text = balance(text, start, syntax, keep, whole_lines=True).rstrip()
     if not text.strip() or repeats_suffix(text, ctx.suffix):
         return None
     if ctx.eol != "\n":

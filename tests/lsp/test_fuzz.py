@@ -17,7 +17,7 @@ from pytest_lsp import LanguageClient
 from dg_lsp import convert
 from dg_lsp.context import build_cursor_context
 from dg_lsp.options import ContextOptions
-from dg_lsp.postprocess import postprocess
+from dg_lsp.postprocess import postprocess, scan, statement_state, suffix_closes, syntax_for
 from dg_lsp.server import build_server
 from dg_lsp.text import Document, Position
 
@@ -248,3 +248,25 @@ def _random_request(rng: random.Random) -> tuple[str, dict]:
               "range": {"start": pos, "end": pos}, "command": rng.choice([convert.FILL_HOLES_COMMAND, "x"]),
               "arguments": [uri]}
     return method, params
+
+
+CODE = list("ab (){}[]\"'#/\\,:=") + ["\n", "\n    ", '"""', "'''", "//", "\r\n"]
+code = st.lists(st.sampled_from(CODE), max_size=40).map("".join)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(before=code, after=code, automatic=st.booleans(), raw=code, language=st.sampled_from(["python", "c"]))
+def test_shown_text_keeps_brackets_and_strings_balanced(before, after, automatic, raw, language):
+    """The shown text never closes a bracket it did not open, unless the prefix left it open and the suffix
+    does not close it, and never ends inside a string it opened."""
+    doc = Document("file:///f", before + after, 1, language)
+    ctx = build_cursor_context(doc, len(before), automatic=automatic, options=ContextOptions(budget=64),
+                               line_canvas=8, block_canvas=16)
+    completion = postprocess(raw, ctx)
+    if completion is None:
+        return
+    syntax = syntax_for(language)
+    start = statement_state(ctx.prefix, syntax)
+    walk = scan(completion.text.replace(ctx.eol, "\n"), syntax, start, suffix_closes(ctx.suffix, start, syntax))
+    assert walk.stray == -1, (completion.text, walk.stray)
+    assert not walk.lines[-1].in_own_string(), completion.text

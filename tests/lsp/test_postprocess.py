@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dg_lsp.options import ContextOptions
-from dg_lsp.postprocess import (Completion, as_item_edit, continue_shown, postprocess, remember, stop_at_dedent,
-                                trim_special)
+from dg_lsp.postprocess import (C_LIKE, PYTHON, Completion, as_item_edit, continue_shown, postprocess, remember,
+                                scan, stop_at_dedent, trim_special)
 
 from .test_context import ctx_at
 
@@ -40,6 +40,62 @@ GOLDEN = [
     ("lone surrogate survives", "x = █\n", True, "'\ud800'", "'\ud800'"),
     ("tabs count as indentation", "def f():\n\t█\n", False, "a = 1\n\tb = 2\nc = 3", "a = 1\n\tb = 2"),
 ]
+
+# Stop at the end of the syntactic unit: brackets and strings, not just line breaks and indentation.
+# (name, document with █ at the cursor, automatic trigger, raw engine text, expected text or None, language)
+UNITS = [
+    ("block: a call spanning lines is kept whole", "def f():\n    █\n", False,
+     "x = g(1,\n2,\n)\n    return x\ny = 1", "x = g(1,\n2,\n)\n    return x", "python"),
+    ("line: an opened bracket continues to its close", "x = █\n", True,
+     "foo(a,\n      b)\ny = 2", "foo(a,\n      b)", "python"),
+    ("line: a bracket left open before the cursor continues too", "x = foo(a, █\n", True,
+     "b,\n    c)\ny = 2", "b,\n    c)", "python"),
+    ("line: a closed statement still stops at its line", "x = █\n", True, "foo(a)\ny = 2", "foo(a)", "python"),
+    ("line: a bracket never closed within max lines shows nothing", "x = █\n", True,
+     "foo(" + "a,\n" * 20, None, "python"),
+    ("block: out of canvas mid-call, cut back to the last statement", "def f():\n    █\n", False,
+     "a = 1\n    b = g(1,\n          2", "a = 1", "python"),
+    ("block: out of canvas in a string, cut back", "def f():\n    █\n", False,
+     'a = 1\n    s = """doc\n    more', "a = 1", "python"),
+    ("line: brackets in a string are ignored", "x = █\n", True, 'f("(", 1)\ny', 'f("(", 1)', "python"),
+    ("line: brackets in a comment are ignored", "x = █\n", True, "f(1)  # g(\ny", "f(1)  # g(", "python"),
+    ("line: a triple-quoted string spans lines", "x = █\n", True, '"""a (\nb"""\ny', '"""a (\nb"""', "python"),
+    ("line: a string never closed shows nothing", "x = █\n", True, 'f(1) + "abc', None, "python"),
+    ("line: suffix closer is not closed again", "foo(█)\n", True, "a), b", "a", "python"),
+    ("line: suffix closer, overlap still removed", "print(█)\n", True, '"hi")', '"hi"', "python"),
+    ("line: a stray closer ends the text", "x = █\n", True, "a] + b", "a", "python"),
+    ("block: suffix closing line respected", "x = [\n    1,\n    █\n]\n", False,
+     "2,\n    3,\n]\ny = 1", "2,\n    3,", "python"),
+    ("block: a bracket left open is closed by the completion", "x = [\n    1,\n    █\n", False,
+     "2,\n]\ny = 1", "2,\n]", "python"),
+    ("c: // comments hide brackets", "int f() {█\n", True,
+     "\n    g(1); // (\n    return 1;\n}\nint g() {", "\n    g(1); // (\n    return 1;\n}", "c"),
+    ("c: a '#' is not a comment", "int x = █\n", True, "h('#', '(');\nint y;", "h('#', '(');", "cpp"),
+    ("python: '//' is not a comment", "x = █\n", True, "a // (b\n+ 1)\ny", "a // (b\n+ 1)", "python"),
+]
+
+
+@pytest.mark.parametrize("name, marked, automatic, raw, expected, language", UNITS, ids=[u[0] for u in UNITS])
+def test_stops_at_the_end_of_the_syntactic_unit(name, marked, automatic, raw, expected, language):
+    ctx = ctx_at(marked, automatic=automatic, options=ContextOptions(other_documents=False), language=language)
+    result = postprocess(raw, ctx, max_lines=12)
+    if expected is None:
+        assert result is None
+    else:
+        assert result == Completion(expected, ctx.offset, ctx.offset)
+
+
+@pytest.mark.parametrize("text, syntax, open_, quote", [
+    ("f(a, [b", PYTHON, ("(", "["), ""),
+    ("f(')', \"]\")", PYTHON, (), ""),
+    ("x = '''(\n", PYTHON, (), "'''"),
+    ("f(  # )", PYTHON, ("(",), ""),
+    ("f(  // )", C_LIKE, ("(",), ""),
+    ("s = 'it\\'s (", PYTHON, (), "'"),
+])
+def test_scan_tracks_brackets_outside_strings_and_comments(text, syntax, open_, quote):
+    state = scan(text, syntax).lines[-1]
+    assert (state.open, state.quote) == (open_, quote)
 
 
 @pytest.mark.parametrize("name, marked, automatic, raw, expected", GOLDEN, ids=[g[0] for g in GOLDEN])
