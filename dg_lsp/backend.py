@@ -6,6 +6,7 @@ loop. Only `EngineBackend.load` imports the engine's torch modules.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from typing import Callable, Mapping, Protocol
@@ -82,13 +83,17 @@ class FakeBackend:
     with; otherwise a rewrite hole gets its initial text upper-cased and a plain hole gets `fill_<i>`.
     It "denoises" for `sampler.steps` steps, sleeping `step_delay_ms` per step and polling `cancel`
     between steps, so cancellation mid-denoise can be tested. Text containing `FAKE_ERROR` makes it raise.
+    Every request it gets is kept in `requests` and, with a `record_path`, appended there as a JSON line
+    (`{"segments": [...]}`) for tests that run the server as a subprocess.
     """
 
     ERROR_TRIGGER = "FAKE_ERROR"
 
     def __init__(self, responses: Mapping[str, str] | None = None, step_delay_ms: float = 0.0,
-                 load_delay_ms: float = 0.0) -> None:
+                 load_delay_ms: float = 0.0, record_path: str | None = None) -> None:
         self.responses = dict(responses or {})
+        self.record_path = record_path
+        self.requests: list[InfillRequest] = []
         self.step_delay = step_delay_ms / 1000.0
         self.load_delay = load_delay_ms / 1000.0
         self.loaded = False
@@ -113,6 +118,10 @@ class FakeBackend:
     def complete(self, request: InfillRequest, sampler: SamplerConfig, cancel: CancelCheck | None = None,
                  seed: int = 0) -> InfillResult:
         self.calls += 1
+        self.requests.append(request)
+        if self.record_path:
+            with open(self.record_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"segments": list(request.segments)}) + "\n")
         pieces = [p for seg, hole in zip(request.segments, request.holes) for p in (seg, hole.init)]
         if self.ERROR_TRIGGER in "".join(pieces + [request.segments[-1]]):
             raise RuntimeError("fake backend failure (the request contained FAKE_ERROR)")
@@ -142,7 +151,7 @@ def make_backend(options) -> InfillBackend:
     """The backend the options ask for (`options` is `dg_lsp.options.Options`)."""
     if options.backend == "fake":
         f = options.fake
-        return FakeBackend(f.responses, f.step_delay_ms, f.load_delay_ms)
+        return FakeBackend(f.responses, f.step_delay_ms, f.load_delay_ms, f.record_path)
     m = options.model
     return EngineBackend(m.path, m.device, m.dtype, family=m.family, quantize=m.quantize,
                          context_reuse=m.context_reuse)

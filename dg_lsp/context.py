@@ -2,8 +2,9 @@
 
 The prefix and suffix windows are cut at line boundaries within a character budget derived from the
 token budget (`budget * chars_per_token`); the worker trims them to the exact token budget with the
-backend's tokenizer (`fit_request`) before the engine runs. Recently edited chunks of other open documents
-go in front of the prefix, each under a comment naming its file.
+backend's tokenizer (`fit_request`) before the engine runs. Chunks of recently edited and viewed other open
+documents go in front of the prefix, each under a comment naming its file, within a part of the window
+reserved for them (`other_files_tokens`) that `fit_request` trims apart from the prefix.
 
 Mode: **line** (stop at the end of the line) when the cursor line has text after the cursor, or when the
 trigger is automatic and the cursor is mid-statement; **block** (stop at dedent) when the cursor is on a
@@ -16,11 +17,12 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass
 from typing import Callable, Literal, Sequence
+from urllib.parse import unquote
 
 from dg_lsp.engine.errors import RequestError
 from dg_lsp.engine.request import MAX_CANVAS, InfillRequest
 from dg_lsp.options import ContextOptions, Options
-from dg_lsp.text import Document
+from dg_lsp.text import Document, Recent
 
 Mode = Literal["line", "block"]
 
@@ -58,7 +60,7 @@ class CursorContext:
     offset: int  # cursor offset in the document
     prefix: str  # document text before the cursor, within the window
     suffix: str  # document text after the cursor, within the window
-    extra: str  # chunks of other documents, prepended to the prefix
+    extra: str  # chunks of other documents, in front of the prefix (fit_request's `other_chars`)
     mode: Mode
     line_prefix: str  # the cursor line up to the cursor
     line_suffix: str  # the cursor line after the cursor, without the line break
@@ -98,31 +100,57 @@ def window_end(text: str, offset: int, chars: int) -> int:
     return newline + 1 if newline != -1 else end
 
 
-def recent_chunk(doc: Document, lines_around: int = 8) -> str:
-    """The lines around a document's most recent edit."""
-    if doc.last_edit is None:
+def other_files_tokens(options: ContextOptions) -> int:
+    """Tokens of the window reserved for other open documents: option context.otherFilesBudget, at most
+    half of context.budget (the code around the cursor keeps priority)."""
+    return min(options.other_files_budget, options.budget // 2) if options.other_documents else 0
+
+
+def relative_name(uri: str, roots: Sequence[str]) -> str:
+    """The document's path relative to the first workspace root that holds it, else its file name."""
+    for root in roots:
+        root = root.rstrip("/") + "/"
+        if uri.startswith(root):
+            return unquote(uri[len(root):])
+    return unquote(uri.rsplit("/", 1)[-1])
+
+
+def recent_chunk(doc: Document, focus: int | None, chars: int) -> str:
+    """Whole lines around `focus` (the top of the document when None), growing up and down alternately
+    while they fit in `chars` characters; a first line longer than that is cut."""
+    if chars <= 0 or not doc.text:
         return ""
-    line = doc.line_at(min(doc.last_edit, len(doc.text)))
-    first = max(0, line - lines_around)
-    last = min(doc.line_count - 1, line + lines_around)
+    line = doc.line_at(min(focus, len(doc.text))) if focus is not None else 0
+    first = last = line
+    if doc.line_bounds(line)[1] - doc.line_starts[line] > chars:
+        return doc.text[doc.line_starts[line]:doc.line_starts[line] + chars]
+    def fits(a: int, b: int) -> bool:
+        return a >= 0 and b < doc.line_count and doc.line_bounds(b)[1] - doc.line_starts[a] <= chars
+
+    while fits(first - 1, last) or fits(first, last + 1):
+        if fits(first - 1, last):
+            first -= 1
+        if fits(first, last + 1):
+            last += 1
     return doc.text[doc.line_starts[first]:doc.line_bounds(last)[1]]
 
 
-def other_documents_context(others: Sequence[Document], language_id: str, chars: int) -> str:
-    """Recently edited chunks of other documents, newest first, each under a comment naming its file."""
+def other_documents_context(others: Sequence[Recent], language_id: str, chars: int,
+                            roots: Sequence[str] = ()) -> str:
+    """Chunks of other documents within `chars` characters, most recently used first (each gets up to half
+    of what is left; the last gets all of it), each under a comment line naming its file."""
     out: list[str] = []
-    used = 0
+    left = chars
     mark = comment_prefix(language_id)
-    for doc in others:
-        chunk = recent_chunk(doc)
+    for i, recent in enumerate(others):
+        header = f"{mark} {relative_name(recent.doc.uri, roots)}\n"
+        share = left if i == len(others) - 1 else left // 2
+        chunk = recent_chunk(recent.doc, recent.focus, share - len(header) - 2).rstrip()
         if not chunk.strip():
             continue
-        name = doc.uri.rsplit("/", 1)[-1]
-        piece = f"{mark} {name}\n{chunk.rstrip()}\n\n"
-        if used + len(piece) > chars:
-            break
+        piece = f"{header}{chunk}\n\n"
         out.append(piece)
-        used += len(piece)
+        left -= len(piece)
     return "".join(out)
 
 
@@ -134,7 +162,8 @@ def build_cursor_context(
     options: ContextOptions,
     line_canvas: int,
     block_canvas: int,
-    others: Sequence[Document] = (),
+    others: Sequence[Recent] = (),
+    roots: Sequence[str] = (),
 ) -> CursorContext:
     text = doc.text
     offset = min(max(0, offset), len(text))
@@ -145,8 +174,11 @@ def build_cursor_context(
     mode = choose_mode(line_prefix, line_suffix, automatic)
 
     chars = int(options.budget * options.chars_per_token)
-    other_chars = int(chars * options.other_share) if options.other_documents else 0
-    extra = other_documents_context(others, doc.language_id, other_chars) if other_chars else ""
+    other_chars = int(other_files_tokens(options) * options.chars_per_token)
+    if other_chars:  # what a short document leaves goes to them too
+        other_chars += max(0, chars - other_chars - len(text))
+    others = [r for r in others if r.doc.uri != doc.uri]  # never the document itself
+    extra = other_documents_context(others, doc.language_id, other_chars, roots) if other_chars else ""
     chars -= len(extra)
     suffix_chars = int(chars * options.suffix_share)
     after = len(text) - offset
@@ -233,12 +265,32 @@ def canvas_limit_problems(options: Options, limit: int) -> list[str]:
             if value > room]
 
 
+def _fit_tail(text: str, count_tokens: Callable[[str], int], room: int) -> str:
+    """`text` (whole lines) cut from its end at line starts to `room` tokens (other files: the least recent
+    go first); nothing when no more than the first line (a file's name) would be left."""
+    tokens = count_tokens(text)
+    for _ in range(12):
+        if tokens <= room or not text:
+            break
+        cut = text.rfind("\n", 0, max(0, len(text) - 1 - int(len(text) * (tokens - room) / max(tokens, 1))))
+        text = text[:cut + 1]
+        tokens = count_tokens(text)
+    return text if tokens <= room and text.count("\n") >= 2 else ""
+
+
 def fit_request(request: InfillRequest, count_tokens: Callable[[str], int], budget: int,
-                suffix_share: float = 0.25, context_limit: int | None = None) -> InfillRequest:
+                suffix_share: float = 0.25, context_limit: int | None = None,
+                other_chars: int = 0, other_tokens: int = 0) -> InfillRequest:
     """Trim the outer segments to `budget` tokens (measured by the backend's tokenizer) and give rewrite
     holes room for their initial text. Inner segments (between holes) are kept whole. With a
     `context_limit` (the model's positions), context plus canvases stay under it too.
+
+    The first `other_chars` characters of the first segment are other files' context with `other_tokens`
+    reserved for them: the code near the cursor is trimmed to the rest of the budget, then they take what
+    it leaves (their tail goes first). When the model's context cuts the budget, the reserved part gives
+    up those tokens first.
     """
+    nominal = budget
     holes = tuple(
         dataclasses.replace(h, canvas=min(MAX_CANVAS, max(h.canvas, count_tokens(h.init) + 4))) if h.init else h
         for h in request.holes
@@ -246,13 +298,17 @@ def fit_request(request: InfillRequest, count_tokens: Callable[[str], int], budg
     if context_limit:
         budget = max(0, min(budget, context_limit - sum(h.canvas for h in holes) - SPECIAL_TOKENS))
     segments = list(request.segments)
+    head, segments[0] = segments[0][:other_chars], segments[0][other_chars:]
     inner = sum(count_tokens(s) for s in segments[1:-1]) if len(segments) > 2 else 0
     canvases = sum(h.canvas for h in holes)
     if context_limit and inner + canvases + SPECIAL_TOKENS > context_limit:
         raise RequestError(f"the canvases ({canvases} tokens for {len(holes)} holes) + {inner} tokens of text between "
                            f"them exceed the model's context of {context_limit} tokens: expected fewer or shorter "
                            f"holes, or holes closer together")
-    room = max(0, budget - inner)
+    total = max(0, budget - inner)
+    reserved = max(0, min(other_tokens, budget) - (nominal - budget))  # a short window shrinks it first
+    head_tokens = count_tokens(head) if head else 0
+    room = max(0, total - min(head_tokens, reserved))
     suffix_room = int(room * suffix_share)
     pre, suf = count_tokens(segments[0]), count_tokens(segments[-1])
     for _ in range(12):  # proportional cuts converge in two or three rounds
@@ -266,6 +322,8 @@ def fit_request(request: InfillRequest, count_tokens: Callable[[str], int], budg
             excess = pre + suf - room
             segments[0] = _drop_head_lines(segments[0], max(1, int(len(segments[0]) * excess / max(pre, 1)) + 1))
             pre = count_tokens(segments[0])
+    if head:
+        segments[0] = _fit_tail(head, count_tokens, max(0, total - pre - suf)) + segments[0]
     if not any(segments) and not any(h.init for h in holes):
         return request  # nothing left to trim to; let the engine reject it with its own message
     return InfillRequest(segments=tuple(segments), holes=holes)

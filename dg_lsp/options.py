@@ -105,7 +105,9 @@ class ContextOptions:
                       lambda v: 16 <= v <= 32768)
     suffix_share: float = opt(0.25, "a number in [0, 0.9]", lambda v: 0.0 <= v <= 0.9)
     other_documents: bool = opt(True, "true or false")
-    other_share: float = opt(0.15, "a number in [0, 0.5]", lambda v: 0.0 <= v <= 0.5)
+    # tokens of the window kept for other open documents; never more than half of `budget`, and when the
+    # model's context shortens the window this part shrinks first
+    other_files_budget: int = opt(256, "an integer 0..16384 (tokens)", lambda v: 0 <= v <= 16384)
     chars_per_token: float = opt(3.5, "a number in [1, 16]", lambda v: 1.0 <= v <= 16.0)
 
 
@@ -121,6 +123,7 @@ class FakeOptions:
     step_delay_ms: float = opt(0.0, "a number of milliseconds in [0, 10000]", lambda v: 0.0 <= v <= 10_000.0)
     load_delay_ms: float = opt(0.0, "a number of milliseconds in [0, 60000]", lambda v: 0.0 <= v <= 60_000.0)
     responses: dict[str, str] = opt({}, "an object mapping text before a hole to its fill")
+    record_path: str | None = opt(None, "a file path or null")  # each request it gets, appended as a JSON line
 
 
 @dataclass
@@ -143,7 +146,8 @@ class Options:
 
     def backend_key(self) -> tuple:
         """What a backend is built from: when it changes, the model is reloaded."""
-        fake = (self.fake.step_delay_ms, self.fake.load_delay_ms, tuple(sorted(self.fake.responses.items())))
+        fake = (self.fake.step_delay_ms, self.fake.load_delay_ms, tuple(sorted(self.fake.responses.items())),
+                self.fake.record_path)
         return (self.backend, self.model.path, self.model.device, self.model.dtype, self.model.quantize,
                 self.model.family, self.model.context_reuse,
                 fake if self.backend == "fake" else None)

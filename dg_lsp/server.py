@@ -24,7 +24,7 @@ from dg_lsp.engine.request import MAX_CANVAS, InfillRequest, InfillResult
 from dg_lsp import convert, tcp, transport
 from dg_lsp.backend import InfillBackend, make_backend
 from dg_lsp.context import (build_cursor_context, cache_key, canvas_limit_problems, canvas_room, fit_request,
-                            word_start_at)
+                            other_files_tokens, word_start_at)
 from dg_lsp.edits import EditError, plan_edits, plan_holes, plan_rewrite
 from dg_lsp.lifecycle import Lifecycle
 from dg_lsp.options import Options, parse_options, settings_section
@@ -56,6 +56,7 @@ class DgServer(LanguageServer):
                          text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
         self.backend_factory = backend_factory
         self.documents = DocumentStore()
+        self.roots: list[str] = []  # workspace folder uris, for naming other files in the context
         self.options = Options()
         self.shown: dict[str, Any] = {}  # uri -> postprocess.Shown
         self.scheduler = Scheduler(cache_size=self.options.cache.size, on_computed=self._on_computed)
@@ -174,18 +175,21 @@ class DgServer(LanguageServer):
         if job is not None:
             self.scheduler.cancel(job)
 
-    async def infill(self, lane: tuple, request: InfillRequest, debounce_ms: float = 0.0) -> InfillResult | None:
+    async def infill(self, lane: tuple, request: InfillRequest, debounce_ms: float = 0.0,
+                     other_chars: int = 0) -> InfillResult | None:
         """Run `request` on the worker, or join the run of an identical request (same cache key) already
-        queued or running. None when a newer request on the same lane superseded it."""
+        queued or running. None when a newer request on the same lane superseded it. The first
+        `other_chars` characters of the request are other files' context (see `fit_request`)."""
         if self._loaded_key is None:  # a client that never sent `initialized`
             self.start_load()
         options = self.options
         budget, share, sampler = options.context.budget, options.context.suffix_share, options.sampler_config()
-        settings = (options.backend_key(), sampler, options.sampler.seed, budget, share)
+        other_tokens = other_files_tokens(options.context)
+        settings = (options.backend_key(), sampler, options.sampler.seed, budget, share, other_chars, other_tokens)
         job = Job(lane=lane, request=request, sampler=sampler, seed=options.sampler.seed,
                   cache_key=cache_key(request, settings),
                   prepare=lambda backend, req: fit_request(req, backend.count_tokens, budget, share,
-                                                           backend.context_limit()),
+                                                           backend.context_limit(), other_chars, other_tokens),
                   not_before=time.monotonic() + debounce_ms / 1000.0)
         msg_id = self.protocol.msg_id
         if msg_id is not None:
@@ -213,18 +217,20 @@ class DgServer(LanguageServer):
         if doc is None or not self.options.inline.enable:
             return None
         offset = doc.offset_at(Position(position.line, position.character))
+        self.documents.viewed(uri, offset)
         if (typed := continue_shown(self.shown.get(uri), doc.text, offset)) is not None:
             return doc, typed, word_start_at(doc.text, offset, doc.line_starts[doc.line_at(offset)])
         options = self.options
-        others = self.documents.recently_edited(uri, 3) if options.context.other_documents else ()
+        others = self.documents.recent(uri, 3) if options.context.other_documents else ()
         limit = self.context_limit()
         room = canvas_room(options.context, limit) if limit is not None else MAX_CANVAS
         ctx = build_cursor_context(doc, offset, automatic=automatic, options=options.context,
                                    line_canvas=max(1, min(options.inline.line_canvas, room)),
-                                   block_canvas=max(1, min(options.inline.block_canvas, room)), others=others)
+                                   block_canvas=max(1, min(options.inline.block_canvas, room)), others=others,
+                                   roots=self.roots)
         try:
             debounce = options.inline.debounce_ms if automatic else 0.0
-            result = await self.infill((kind, uri), ctx.request(), debounce)
+            result = await self.infill((kind, uri), ctx.request(), debounce, len(ctx.extra))
         except (EngineError, BackendUnavailable) as exc:
             log.info("no completion: %s", exc)
             return None
@@ -301,6 +307,7 @@ def _register(server: DgServer) -> None:  # noqa: C901 - one short handler per m
         ls.loop = asyncio.get_running_loop()
         encoding = ServerCapabilitiesBuilder.choose_position_encoding(params.capabilities)
         ls.documents.encoding = _ENCODINGS.get(encoding, UTF16)
+        ls.roots = [f.uri for f in params.workspace_folders or []] + ([params.root_uri] if params.root_uri else [])
         ls.apply_options(settings_section(params.initialization_options))
 
     @server.feature(types.INITIALIZED)

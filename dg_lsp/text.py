@@ -44,6 +44,32 @@ def _column_to_index(line: str, units: int, encoding: str) -> int:
     return len(line)
 
 
+def changed_end(old: str, new: str) -> int | None:
+    """Offset in `new` just after the part that differs from `old` (common prefix and suffix left out);
+    None when the texts are equal."""
+    if old == new:
+        return None
+    lo, hi = 0, min(len(old), len(new))
+    while lo < hi:  # longest common prefix, by halving (slice comparisons run in C)
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if old[:mid] == new[:mid] else (lo, mid - 1)
+    head = lo
+    lo, hi = 0, min(len(old), len(new)) - head
+    while lo < hi:  # longest common suffix that does not overlap the prefix
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if old[len(old) - mid:] == new[len(new) - mid:] else (lo, mid - 1)
+    return len(new) - lo
+
+
+@dataclass(frozen=True)
+class Recent:
+    """An open document as context for another one: where the user last was in it (its latest edit, or
+    the cursor of its latest completion; None when it was only opened)."""
+
+    doc: Document
+    focus: int | None
+
+
 @dataclass(frozen=True)
 class Position:
     line: int
@@ -113,8 +139,10 @@ class Document:
     # --- edits ------------------------------------------------------------------------------------------
     def replace(self, start: Position | None, end: Position | None, new_text: str, version: int) -> "Document":
         """The next version: `new_text` replaces [start, end), or the whole text when no range is given."""
-        if start is None or end is None:
-            return Document(self.uri, new_text, version, self.language_id, self.encoding, None)
+        if start is None or end is None:  # a whole-document change: the edit is where the texts differ
+            edit = changed_end(self.text, new_text)
+            return Document(self.uri, new_text, version, self.language_id, self.encoding,
+                            self.last_edit if edit is None else edit)
         a, b = self.offset_at(start), self.offset_at(end)
         a, b = min(a, b), max(a, b)
         text = self.text[:a] + new_text + self.text[b:]
@@ -122,7 +150,8 @@ class Document:
 
 
 class DocumentStore:
-    """The open documents, latest version each, in order of most recent change (last = newest).
+    """The open documents, latest version each, in order of most recent use (last = newest): opened,
+    changed (incrementally or whole) or completed in.
 
     Lives on the server object and is only touched on the event loop; workers get `Document` snapshots.
     """
@@ -130,6 +159,7 @@ class DocumentStore:
     def __init__(self, encoding: str = UTF16) -> None:
         self.encoding = encoding
         self._docs: dict[str, Document] = {}
+        self._focus: dict[str, int] = {}  # uri -> offset of the latest edit or completion
 
     def __contains__(self, uri: object) -> bool:
         return uri in self._docs
@@ -144,6 +174,7 @@ class DocumentStore:
         doc = Document(uri, text, version, language_id, self.encoding)
         self._docs.pop(uri, None)
         self._docs[uri] = doc
+        self._focus.pop(uri, None)
         return doc
 
     def change(self, uri: str, version: int,
@@ -155,18 +186,29 @@ class DocumentStore:
             doc = doc.replace(start, end, new_text, version)
         if not changes:
             doc = Document(doc.uri, doc.text, version, doc.language_id, doc.encoding, doc.last_edit)
-        self._docs[uri] = doc  # re-inserted: most recently changed last
+        self._docs[uri] = doc  # re-inserted: most recently used last
+        if changes and doc.last_edit is not None:
+            self._focus[uri] = doc.last_edit
         return doc
+
+    def viewed(self, uri: str, offset: int) -> None:
+        """A completion was asked at `offset`: the document becomes the most recently used."""
+        doc = self._docs.pop(uri, None)
+        if doc is not None:
+            self._docs[uri] = doc
+            self._focus[uri] = offset
 
     def close(self, uri: str) -> None:
         self._docs.pop(uri, None)
+        self._focus.pop(uri, None)
 
-    def recently_edited(self, exclude: str, limit: int) -> list[Document]:
-        """Other documents with an edit position, most recently changed first."""
+    def recent(self, exclude: str, limit: int) -> list[Recent]:
+        """Up to `limit` other documents, most recently used first, each with where the user was in it."""
         out = []
         for doc in reversed(self._docs.values()):
-            if doc.uri != exclude and doc.last_edit is not None:
-                out.append(doc)
+            if doc.uri != exclude:
+                focus = self._focus.get(doc.uri)
+                out.append(Recent(doc, None if focus is None else min(focus, len(doc.text))))
                 if len(out) >= limit:
                     break
         return out

@@ -6,18 +6,19 @@ import pytest
 
 from dg_lsp.engine.errors import RequestError
 from dg_lsp.engine.request import Hole, InfillRequest
-from dg_lsp.context import build_cursor_context, cache_key, choose_mode, fit_request
+from dg_lsp.context import build_cursor_context, cache_key, choose_mode, fit_request, other_files_tokens
 from dg_lsp.options import ContextOptions
-from dg_lsp.text import Document, DocumentStore, Position
+from dg_lsp.text import Document, DocumentStore, Position, Recent
 
 CURSOR = "█"
 
 
-def ctx_at(marked: str, automatic: bool = False, options: ContextOptions | None = None, others=(), language="python"):
+def ctx_at(marked: str, automatic: bool = False, options: ContextOptions | None = None, others=(), language="python",
+           roots=()):
     offset = marked.index(CURSOR)
     doc = Document("file:///a.py", marked.replace(CURSOR, ""), 3, language)
     return build_cursor_context(doc, offset, automatic=automatic, options=options or ContextOptions(),
-                                line_canvas=16, block_canvas=48, others=others)
+                                line_canvas=16, block_canvas=48, others=others, roots=roots)
 
 
 @pytest.mark.parametrize("line_prefix, line_suffix, automatic, mode", [
@@ -70,18 +71,85 @@ def test_word_start_covers_the_identifier_being_typed():
     assert ctx.offset - ctx.word_start == 4
 
 
-def test_other_documents_are_prepended_with_a_comment_naming_the_file():
+UTIL, OTHER = "file:///w/lib/util.py", "file:///w/other.py"
+
+
+def two_others() -> DocumentStore:
+    """util.py edited on its last line, then other.py (200 lines) opened: other.py is the most recent."""
     store = DocumentStore()
-    store.open("file:///lib/util.py", "def helper(x):\n    return x * 2\n", 1, "python")
-    store.change("file:///lib/util.py", 2, [(Position(1, 15), Position(1, 16), "3")])
-    others = store.recently_edited("file:///a.py", 3)
-    ctx = ctx_at("y = █\n", others=others)
-    assert ctx.extra.startswith("# util.py\ndef helper(x):\n    return x * 3\n")
+    store.open(UTIL, "def helper(x):\n    return x * 2\n", 1, "python")
+    store.change(UTIL, 2, [(Position(1, 15), Position(1, 16), "3")])
+    store.open(OTHER, "".join(f"o{i} = {i}\n" for i in range(200)), 1, "python")
+    return store
+
+
+def test_other_documents_come_most_recent_first_each_under_its_relative_path():
+    store = two_others()
+    ctx = ctx_at("y = █\n", others=store.recent("file:///a.py", 3), roots=["file:///w"])
+    assert ctx.extra.startswith("# other.py\no0 = 0\n")  # only opened: its top
+    assert ctx.extra.endswith("# lib/util.py\ndef helper(x):\n    return x * 3\n\n")
     assert ctx.request().prefix == ctx.extra + "y = "
-    js = ctx_at("y = █\n", others=others, language="typescript")
-    assert js.extra.startswith("// util.py\n")
-    off = ctx_at("y = █\n", others=others, options=ContextOptions(other_documents=False))
+    store.viewed(UTIL, 0)
+    ctx = ctx_at("y = █\n", others=store.recent("file:///a.py", 3), roots=["file:///w"])
+    assert ctx.extra.startswith("# lib/util.py\n") and "\n# other.py\n" in ctx.extra
+    js = ctx_at("y = █\n", others=store.recent("file:///a.py", 3), language="typescript")
+    assert js.extra.startswith("// util.py\n")  # outside every root: the file name
+    off = ctx_at("y = █\n", others=store.recent("file:///a.py", 3), options=ContextOptions(other_documents=False))
     assert off.extra == ""
+
+
+def test_a_chunk_is_centred_on_where_the_user_was_and_never_the_document_itself():
+    store = two_others()
+    store.viewed(OTHER, store.get(OTHER).offset_at(Position(150, 0)))
+    itself = Recent(Document("file:///a.py", "SELF = 1\n", 1, "python"), 0)
+    ctx = ctx_at("y = █\n", others=[itself, *store.recent("file:///a.py", 3)])
+    assert "SELF" not in ctx.extra
+    other = ctx.extra[:ctx.extra.index("# util.py")]
+    assert "o150 = 150\n" in other and "o140 = 140\n" in other and "o0 = 0\n" not in other
+
+
+def tokens4(text: str) -> int:
+    return -(-len(text) // 4)
+
+
+def fitted_parts(text: str, budget: int, other_files_budget: int, context_limit: int | None = None):
+    """(other files' part, near code before the cursor) of the fitted request at the end of `text`."""
+    options = ContextOptions(budget=budget, other_files_budget=other_files_budget, chars_per_token=4.0)
+    ctx = ctx_at(text, options=options, others=two_others().recent("file:///a.py", 3))
+    fitted = fit_request(ctx.request(), tokens4, budget, options.suffix_share, context_limit, len(ctx.extra),
+                         other_files_tokens(options))
+    cut = fitted.prefix.find("line_")
+    return fitted.prefix[:cut], fitted.prefix[cut:], ctx
+
+
+LONG = "".join(f"line_{i} = {i}\n" for i in range(2000)) + "█"
+
+
+def test_other_files_keep_their_reserved_tokens_when_the_code_around_the_cursor_is_long():
+    other, near, ctx = fitted_parts(LONG, budget=200, other_files_budget=50)
+    assert other.startswith("# other.py\n") and "# util.py\n" in other
+    assert 30 <= tokens4(other) <= 50 and 150 <= tokens4(near) <= 200 - tokens4(other) + 1  # it gets what they leave
+    assert near.endswith("line_1999 = 1999\n") and not near.startswith("line_0 =")
+
+
+def test_a_short_window_shrinks_the_reserved_part_first():
+    # the model's context leaves 170 of the 200 tokens (48 canvas + 8 special): the other files lose 30
+    other, near, _ = fitted_parts(LONG, budget=200, other_files_budget=50, context_limit=170 + 48 + 8)
+    assert tokens4(other) <= 21 and tokens4(near) >= 145 and tokens4(other + near) <= 170
+    other, near, _ = fitted_parts(LONG, budget=200, other_files_budget=50, context_limit=100 + 48 + 8)
+    assert other == "" and 90 <= tokens4(near) <= 100
+
+
+def test_the_code_around_the_cursor_keeps_at_least_half_the_window():
+    assert other_files_tokens(ContextOptions(budget=200, other_files_budget=16384)) == 100
+    assert other_files_tokens(ContextOptions(budget=200, other_documents=False)) == 0
+    other, near, _ = fitted_parts(LONG, budget=200, other_files_budget=16384)
+    assert tokens4(other) <= 100 and tokens4(near) >= 100
+
+
+def test_other_files_take_what_a_short_document_leaves():
+    other, near, _ = fitted_parts("line_0 = 0\n█", budget=200, other_files_budget=50)
+    assert near == "line_0 = 0\n" and tokens4(other) > 50
 
 
 def test_crlf_documents_report_their_line_ending():

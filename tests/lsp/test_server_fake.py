@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 
 import pytest
 from lsprotocol import types
@@ -285,3 +287,62 @@ async def test_backend_exception_still_gets_replies(client: LanguageClient):
             command="dg-lsp.rewriteSelection",
             arguments=[URI, {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 5}}]))
     assert "fake backend failure" in info.value.message
+
+
+UTIL_URI = "file:///work/lib/util.py"
+UTIL = "".join(f"def helper_{i}(x):\n    return x + {i}\n\n" for i in range(60))  # 180 lines
+
+
+def change_whole(client: LanguageClient, uri: str, version: int, text: str) -> None:
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)]))
+
+
+def edit_util(client: LanguageClient, sync: str) -> None:
+    """Open lib/util.py and edit its line 151 (`return x + 50`), incrementally or as a whole-document change."""
+    open_doc(client, UTIL_URI, UTIL)
+    if sync == "incremental":
+        change_doc(client, UTIL_URI, 2, (151, 15), (151, 17), "EDITED")
+    else:
+        lines = UTIL.splitlines(keepends=True)
+        lines[151] = lines[151].replace("50", "EDITED")
+        change_whole(client, UTIL_URI, 2, "".join(lines))
+
+
+def recorded(path) -> list[list[str]]:
+    return [json.loads(line)["segments"] for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("sync", ["incremental", "whole"])
+async def test_the_edited_chunk_of_another_file_reaches_the_model(client: LanguageClient, tmp_path, sync: str):
+    record = tmp_path / "requests.jsonl"
+    await initialize(client, fake_options(fake={"recordPath": str(record)}, context={"budget": 256}))
+    edit_util(client, sync)
+    open_doc(client, URI, SOURCE)
+    result = await client.text_document_inline_completion_async(inline_params(URI, 1, 4))
+    assert [i.insert_text for i in result.items] == ["fill_0"]
+    (segments,) = recorded(record)
+    prefix = segments[0]
+    assert prefix.startswith("# lib/util.py\n") and "    return x + EDITED\n" in prefix
+    assert "def helper_0(" not in prefix  # the chunk around the edit, not the top of the file
+    assert prefix.endswith("\n\n" + SOURCE[:SOURCE.index("\n    ") + 5])
+
+
+async def test_the_other_files_chunk_survives_the_window_at_line_61_of_inventory(client: LanguageClient, tmp_path):
+    inventory = (Path(__file__).resolve().parents[2] / "examples" / "inventory.py").read_text()
+    record = tmp_path / "requests.jsonl"
+    # a window of 256 tokens (the fake counts 4 characters a token) is shorter than inventory.py
+    await initialize(client, fake_options(fake={"recordPath": str(record)}, context={"budget": 256}))
+    edit_util(client, "incremental")
+    uri = "file:///work/examples/inventory.py"
+    open_doc(client, uri, inventory)
+    line = inventory.splitlines()[60]
+    assert line == "    inventory = Inventory()"
+    await client.text_document_inline_completion_async(inline_params(uri, 60, len(line)))
+    (segments,) = recorded(record)
+    prefix, suffix = segments
+    assert prefix.startswith("# lib/util.py\n") and "    return x + EDITED\n" in prefix
+    assert prefix.endswith("\n" + line) and suffix.startswith("\n    for path in args:")
+    assert "import " not in prefix  # the window cut the top of inventory.py, not the other file
+    assert (len(prefix) + len(suffix)) / 4 <= 256

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dg_lsp.text import UTF8, UTF16, UTF32, Document, DocumentStore, Position, code_units
+from dg_lsp.text import UTF8, UTF16, UTF32, Document, DocumentStore, Position, changed_end, code_units
 
 
 def test_code_units_count_surrogate_pairs_twice_in_utf16():
@@ -58,7 +58,18 @@ def test_incremental_edits_apply_in_order_and_track_the_edit_position():
     assert doc.version == 2
     assert doc.last_edit == 5
     doc = store.change("u", 3, [(None, None, "whole")])
-    assert doc.text == "whole" and doc.last_edit is None
+    assert doc.text == "whole" and doc.last_edit == 5
+
+
+@pytest.mark.parametrize("old, new, end", [
+    ("abc\nxyz\n", "abc\nxYYz\n", 7),  # the edit ends after the inserted "YY"
+    ("abc\n", "abc\nd\n", 6),  # appended
+    ("abcdef", "abef", 2),  # a deletion ends where it was
+    ("aaa", "aaaa", 4),  # prefix and suffix never overlap
+    ("same", "same", None),
+])
+def test_whole_document_changes_find_the_edit_by_common_prefix_and_suffix(old, new, end):
+    assert changed_end(old, new) == end
 
 
 def test_edit_range_past_the_end_appends():
@@ -66,14 +77,16 @@ def test_edit_range_past_the_end_appends():
     assert doc.text == "ab!"
 
 
-def test_recently_edited_lists_other_documents_newest_first():
+def test_recent_lists_other_documents_most_recently_used_first_with_where_the_user_was():
     store = DocumentStore()
-    for uri in ("a", "b", "c"):
-        store.open(uri, "x\n", 1, "python")
-    store.change("a", 2, [(Position(0, 0), Position(0, 0), "1")])
-    store.change("c", 2, [(Position(0, 0), Position(0, 0), "1")])
-    assert [d.uri for d in store.recently_edited("b", 5)] == ["c", "a"]
-    assert [d.uri for d in store.recently_edited("c", 5)] == ["a"]
+    for uri in ("a", "b", "c", "d"):
+        store.open(uri, "x\ny\n", 1, "python")
+    store.change("a", 2, [(Position(0, 0), Position(0, 0), "1")])  # edited incrementally
+    store.change("c", 2, [(None, None, "x\nyz\n")])  # edited by a whole-document change
+    store.viewed("d", 1)  # completed in
+    assert [(r.doc.uri, r.focus) for r in store.recent("b", 5)] == [("d", 1), ("c", 4), ("a", 1)]
+    assert [(r.doc.uri, r.focus) for r in store.recent("a", 5)] == [("d", 1), ("c", 4), ("b", None)]
+    assert [r.doc.uri for r in store.recent("d", 2)] == ["c", "a"]
     assert store.change("missing", 1, []) is None
 
 
