@@ -21,8 +21,8 @@ from dg_lsp.engine.request import MAX_CANVAS, SamplerConfig
 
 def opt(default: Any, expected: str, check: Callable[[Any], bool] = lambda v: True) -> Any:
     """A field with a default, a predicate, and the words for what the predicate expects."""
-    if isinstance(default, dict):
-        return field(default_factory=lambda: dict(default), metadata={"expected": expected, "check": check})
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"expected": expected, "check": check})
     return field(default=default, metadata={"expected": expected, "check": check})
 
 
@@ -77,6 +77,9 @@ class InlineOptions:
     line_canvas: int = _canvas(16)
     block_canvas: int = _canvas(48)
     max_lines: int = opt(12, "an integer 1..200", lambda v: 1 <= v <= 200)
+    # a block completion longer than its canvas continues canvas after canvas (each one joins the prefix)
+    # until the block's stop rule ends it, an end token, maxLines, or this many canvases
+    max_canvases: int = opt(4, "an integer 1..32", lambda v: 1 <= v <= 32)
     # automatic triggers (typing) wait this long before the model starts, so that a burst of keystrokes
     # starts only its last request; explicitly invoked completions never wait
     debounce_ms: float = opt(20.0, "a number of milliseconds in [0, 2000]", lambda v: 0.0 <= v <= 2000.0)
@@ -97,6 +100,17 @@ class HolesOptions:
                       lambda v: bool(v) and "\n" not in v and "\r" not in v)
     canvas: int = _canvas(24)
     max_holes: int = opt(16, "an integer 1..64", lambda v: 1 <= v <= 64)
+
+
+@dataclass
+class HintsOptions:
+    """Confidence hints: after an edit settles, the edited lines' tokens the model finds unlikely become
+    hint diagnostics with a quick fix (a rewrite of the token)."""
+
+    enable: bool = opt(False, "true or false")
+    threshold: float = opt(0.01, "a number in (0, 1)", lambda v: 0.0 < v < 1.0)  # flag tokens below this probability
+    max_file_chars: int = opt(100_000, "an integer 1..10000000", lambda v: 1 <= v <= 10_000_000)
+    debounce_ms: float = opt(500.0, "a number of milliseconds in [0, 10000]", lambda v: 0.0 <= v <= 10_000.0)
 
 
 @dataclass
@@ -124,6 +138,7 @@ class FakeOptions:
     load_delay_ms: float = opt(0.0, "a number of milliseconds in [0, 60000]", lambda v: 0.0 <= v <= 60_000.0)
     responses: dict[str, str] = opt({}, "an object mapping text before a hole to its fill")
     record_path: str | None = opt(None, "a file path or null")  # each request it gets, appended as a JSON line
+    unlikely: list[str] = opt([], "a list of strings the fake scores as unlikely (confidence hints)")
 
 
 @dataclass
@@ -134,6 +149,7 @@ class Options:
     inline: InlineOptions = field(default_factory=InlineOptions)
     rewrite: RewriteOptions = field(default_factory=RewriteOptions)
     holes: HolesOptions = field(default_factory=HolesOptions)
+    hints: HintsOptions = field(default_factory=HintsOptions)
     context: ContextOptions = field(default_factory=ContextOptions)
     cache: CacheOptions = field(default_factory=CacheOptions)
     fake: FakeOptions = field(default_factory=FakeOptions)
@@ -147,7 +163,7 @@ class Options:
     def backend_key(self) -> tuple:
         """What a backend is built from: when it changes, the model is reloaded."""
         fake = (self.fake.step_delay_ms, self.fake.load_delay_ms, tuple(sorted(self.fake.responses.items())),
-                self.fake.record_path)
+                self.fake.record_path, tuple(self.fake.unlikely))
         return (self.backend, self.model.path, self.model.device, self.model.dtype, self.model.quantize,
                 self.model.family, self.model.context_reuse,
                 fake if self.backend == "fake" else None)

@@ -281,6 +281,24 @@ def postprocess(raw: str, ctx: CursorContext, *, max_lines: int = 12) -> Complet
     return Completion(text=text, start=ctx.offset, end=ctx.offset)
 
 
+def block_ended(raw: str, ctx: CursorContext, *, max_lines: int = 12) -> bool:
+    """Block mode, between the canvases of a long completion: has the text so far ended? True when it holds
+    a special token, a closer it did not open (brackets), a line the dedent rule cuts (outside brackets),
+    or more than `max_lines` lines; `postprocess` then cuts the text where this rule saw the end."""
+    text = raw.replace("\r\n", "\n").replace("\r", "\n")
+    if trim_special(text) != text:
+        return True
+    syntax = syntax_for(ctx.language_id)
+    start = statement_state(ctx.prefix, syntax)
+    keep = suffix_closes(ctx.suffix, start, syntax)
+    walk = scan(text, syntax, start, keep)
+    lines = text.split("\n")
+    if walk.stray >= 0 or len(lines) > max_lines:
+        return True
+    inside = [False] + [not _balanced(state, keep) for state in walk.lines[:-1]]
+    return len(stop_at_dedent(text, ctx.line_prefix, max_lines, inside).split("\n")) < len(lines)
+
+
 def as_item_edit(completion: Completion, word_start: int, document_text: str) -> Completion:
     """For completion items: replace the word being typed, so the client's filter matches the label."""
     word = document_text[word_start:completion.start]

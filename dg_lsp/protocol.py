@@ -320,8 +320,14 @@ class DgProtocol(LanguageServerProtocol):
         doc = self._server.documents.change(params.text_document.uri, params.text_document.version, changes)
         if doc is None:
             log.warning("didChange for a document that is not open: %s", params.text_document.uri)
+        else:
+            self._server.edited(doc.uri, doc, [None if start is None else (start.line, end.line, text)
+                                               for start, end, text in changes])
 
     @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
     def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams) -> None:
         self._server.documents.close(params.text_document.uri)
         self._server.shown.pop(params.text_document.uri, None)
+        self._server.hints.pop(params.text_document.uri, None)
+        self._server._hint_lines.pop(params.text_document.uri, None)
+        self._server._hint_tasks.pop(params.text_document.uri, None)

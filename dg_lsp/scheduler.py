@@ -11,6 +11,9 @@ another; the inline and the completion request of one keystroke run the model on
 future resolves, so the request that waits on it always gets a reply.
 
 Results are kept in an LRU keyed by a hash of the request and settings; a hit resolves without the worker.
+
+A job with `canvases` > 1 (a block completion) may continue canvas after canvas (backend `complete`); after
+each canvas the text so far goes to the `on_partial` of every job still waiting on the run (worker thread).
 """
 
 from __future__ import annotations
@@ -86,6 +89,13 @@ class Job:
     prepare: Callable[[InfillBackend, InfillRequest], InfillRequest] | None = None  # e.g. fit to the token budget
     seed: int = 0
     not_before: float = 0.0  # time.monotonic() before which the worker leaves it queued (debounce)
+    canvases: int = 1  # most canvases one hole may continue over (part of the cache key's settings)
+    stop: Callable[[str], bool] | None = None  # the text so far has ended (checked after each canvas)
+    on_partial: Callable[[str], None] | None = None  # the text so far after each canvas (worker thread)
+    # other work than `backend.complete` (e.g. scoring for confidence hints): called as (backend, request,
+    # cancel check) on the worker; `low_priority` runs wait while any other run is queued
+    call: Callable[[InfillBackend, InfillRequest, Callable[[], bool]], object] | None = None
+    low_priority: bool = False
     future: Future = field(default_factory=Future)
     run: _Run | None = field(default=None, repr=False)  # set by `Scheduler.submit`
 
@@ -287,15 +297,25 @@ class Scheduler:
             if self._controls:
                 return self._controls.pop(0), None
             if self._queue:
-                run = self._queue[0]
+                run = next((r for r in self._queue if not r.first.low_priority), self._queue[0])
                 delay = run.not_before - time.monotonic()
                 if delay <= 0:
-                    self._queue.pop(0)
+                    self._queue.remove(run)
                     self._current = run
                     return None, run
                 self._cond.wait(delay)  # a newer job for its lane may replace it meanwhile
                 continue
             self._cond.wait()
+
+    def _partial(self, run: _Run, text: str) -> None:
+        """The run's text so far, to each job still waiting on it that listens."""
+        with self._cond:
+            listeners = [job.on_partial for job in run.waiters if job.on_partial is not None]
+        for listener in listeners:
+            try:
+                listener(text)
+            except Exception:  # noqa: BLE001 - a progress listener must not stop the run
+                log.exception("partial result listener failed")
 
     def _execute(self, run: _Run) -> None:
         if run.cancel_event.is_set():  # its last job left while the worker picked it
@@ -315,7 +335,13 @@ class Scheduler:
         start = time.perf_counter()
         try:
             request = job.prepare(self.backend, job.request) if job.prepare else job.request
-            result = self.backend.complete(request, job.sampler, cancel=run.cancel_event.is_set, seed=job.seed)
+            if job.call is not None:
+                result = job.call(self.backend, request, run.cancel_event.is_set)
+            else:
+                continuation = ({"canvases": job.canvases, "stop": job.stop,
+                                 "partial": lambda text: self._partial(run, text)} if job.canvases > 1 else {})
+                result = self.backend.complete(request, job.sampler, cancel=run.cancel_event.is_set, seed=job.seed,
+                                               **continuation)
         except InfillCancelled:
             self._finish(run, error=Cancelled())  # nobody waits any more: the jobs were told when they left
             return

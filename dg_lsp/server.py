@@ -21,14 +21,14 @@ from pygls.lsp.server import LanguageServer
 
 from dg_lsp.engine.errors import EngineError
 from dg_lsp.engine.request import MAX_CANVAS, InfillRequest, InfillResult
-from dg_lsp import convert, tcp, transport
+from dg_lsp import convert, hints, tcp, transport
 from dg_lsp.backend import InfillBackend, make_backend
 from dg_lsp.context import (build_cursor_context, cache_key, canvas_limit_problems, canvas_room, fit_request,
                             other_files_tokens, word_start_at)
 from dg_lsp.edits import EditError, plan_edits, plan_holes, plan_rewrite
 from dg_lsp.lifecycle import Lifecycle
 from dg_lsp.options import Options, parse_options, settings_section
-from dg_lsp.postprocess import Completion, as_item_edit, continue_shown, postprocess, remember
+from dg_lsp.postprocess import Completion, as_item_edit, block_ended, continue_shown, postprocess, remember
 from dg_lsp.protocol import DgProtocol, strict_converter
 from dg_lsp.scheduler import BackendUnavailable, Cancelled, Job, Scheduler, Superseded
 from dg_lsp.text import UTF8, UTF16, UTF32, Document, DocumentStore, Position
@@ -59,6 +59,9 @@ class DgServer(LanguageServer):
         self.roots: list[str] = []  # workspace folder uris, for naming other files in the context
         self.options = Options()
         self.shown: dict[str, Any] = {}  # uri -> postprocess.Shown
+        self.hints: dict[str, list[types.Diagnostic]] = {}  # uri -> confidence hints published
+        self._hint_lines: dict[str, tuple[int, int]] = {}  # uri -> edited lines not scored yet
+        self._hint_tasks: dict[str, asyncio.Future] = {}  # uri -> its latest scoring
         self.scheduler = Scheduler(cache_size=self.options.cache.size, on_computed=self._on_computed)
         self.model_state = "idle"
         self.model_info: dict = {}
@@ -103,6 +106,9 @@ class DgServer(LanguageServer):
             self.show(problem)
         self.options = options
         self.scheduler.cache.size = options.cache.size
+        if not options.hints.enable:
+            for uri in [u for u, diags in self.hints.items() if diags]:
+                self.publish_hints(uri, [])
         if self._loaded_key is not None and options.backend_key() != self._loaded_key:
             self.start_load()
         else:
@@ -176,7 +182,8 @@ class DgServer(LanguageServer):
             self.scheduler.cancel(job)
 
     async def infill(self, lane: tuple, request: InfillRequest, debounce_ms: float = 0.0,
-                     other_chars: int = 0) -> InfillResult | None:
+                     other_chars: int = 0, canvases: int = 1, stop: Callable[[str], bool] | None = None,
+                     on_partial: Callable[[str], None] | None = None) -> InfillResult | None:
         """Run `request` on the worker, or join the run of an identical request (same cache key) already
         queued or running. None when a newer request on the same lane superseded it. The first
         `other_chars` characters of the request are other files' context (see `fit_request`)."""
@@ -185,12 +192,14 @@ class DgServer(LanguageServer):
         options = self.options
         budget, share, sampler = options.context.budget, options.context.suffix_share, options.sampler_config()
         other_tokens = other_files_tokens(options.context)
-        settings = (options.backend_key(), sampler, options.sampler.seed, budget, share, other_chars, other_tokens)
+        settings = (options.backend_key(), sampler, options.sampler.seed, budget, share, other_chars, other_tokens,
+                    canvases, options.inline.max_lines if canvases > 1 else None)
         job = Job(lane=lane, request=request, sampler=sampler, seed=options.sampler.seed,
                   cache_key=cache_key(request, settings),
                   prepare=lambda backend, req: fit_request(req, backend.count_tokens, budget, share,
                                                            backend.context_limit(), other_chars, other_tokens),
-                  not_before=time.monotonic() + debounce_ms / 1000.0)
+                  not_before=time.monotonic() + debounce_ms / 1000.0, canvases=canvases, stop=stop,
+                  on_partial=on_partial)
         msg_id = self.protocol.msg_id
         if msg_id is not None:
             self._jobs_by_request[msg_id] = job
@@ -208,11 +217,12 @@ class DgServer(LanguageServer):
             if msg_id is not None:
                 self._jobs_by_request.pop(msg_id, None)
 
-    async def complete_at(self, kind: str, uri: str, position: types.Position, automatic: bool
-                          ) -> tuple[Document, Completion, int] | None:
+    async def complete_at(self, kind: str, uri: str, position: types.Position, automatic: bool,
+                          on_partial: Callable[[str], None] | None = None) -> tuple[Document, Completion, int] | None:
         """The completion at a cursor: (snapshot, completion, start of the word being typed) or None.
         `kind` ("inline", "completion") names the lane: a request supersedes only older ones of its kind,
-        and requests of either kind with the same context share one model run."""
+        and requests of either kind with the same context share one model run. `on_partial` hears a long
+        block's text so far after each canvas (worker thread)."""
         doc = self.documents.get(uri)
         if doc is None or not self.options.inline.enable:
             return None
@@ -230,7 +240,11 @@ class DgServer(LanguageServer):
                                    roots=self.roots)
         try:
             debounce = options.inline.debounce_ms if automatic else 0.0
-            result = await self.infill((kind, uri), ctx.request(), debounce, len(ctx.extra))
+            # a block may continue canvas after canvas until its stop rule ends it (docs/lsp.md, maxCanvases)
+            canvases = options.inline.max_canvases if ctx.mode == "block" else 1
+            max_lines = options.inline.max_lines
+            result = await self.infill((kind, uri), ctx.request(), debounce, len(ctx.extra), canvases,
+                                       lambda text: block_ended(text, ctx, max_lines=max_lines), on_partial)
         except (EngineError, BackendUnavailable) as exc:
             log.info("no completion: %s", exc)
             return None
@@ -247,6 +261,77 @@ class DgServer(LanguageServer):
             return None
         self.shown[uri] = remember(ctx, completion, doc.text)
         return doc, completion, ctx.word_start
+
+    # --- confidence hints --------------------------------------------------------------------------------
+    def edited(self, uri: str, doc: Document, changes: list[tuple[int, int, str] | None]) -> None:
+        """After a didChange: drop the hints the edit touched and (hints on) score its lines once the edits
+        settle. `changes`: each change's (start line, end line, new text), None for the whole text."""
+        first, last, shifted = hints.edited_lines(changes, doc.line_count)
+        old = self.hints.get(uri, [])
+        kept = hints.keep_after_edit(old, first, last, shifted)
+        if len(kept) != len(old):
+            self.publish_hints(uri, kept)
+        options = self.options.hints
+        if not options.enable or len(doc.text) > options.max_file_chars:
+            self._hint_lines.pop(uri, None)
+            return
+        if uri in self._hint_lines and not shifted:
+            a, b = self._hint_lines[uri]
+            first, last = min(a, first), max(b, last)
+        self._hint_lines[uri] = (first, min(last, doc.line_count - 1))
+        self._hint_tasks[uri] = asyncio.ensure_future(self.score_edited(uri))  # held until it ends
+
+    async def score_edited(self, uri: str) -> None:
+        """Score the edited lines on the worker (lowest priority; a newer edit supersedes it), publish."""
+        doc, lines, options = self.documents.get(uri), self._hint_lines.get(uri), self.options
+        if doc is None or lines is None:
+            return
+        win = hints.window(doc, *lines, options.context)
+        if win.start == win.end:
+            return
+        text = win.text
+        request = InfillRequest.rewrite(text[:win.start], text[win.start:win.end], text[win.end:], 1)
+        job = Job(lane=("hints", uri), request=request, sampler=options.sampler_config(),
+                  call=lambda backend, _req, _cancel: backend.score(text, win.start, win.end), low_priority=True,
+                  not_before=time.monotonic() + options.hints.debounce_ms / 1000.0)
+        self.scheduler.submit(job)
+        try:
+            scores = await asyncio.wrap_future(job.future)
+        except (Superseded, Cancelled):
+            return
+        except Exception as exc:  # noqa: BLE001 - hints are best effort (e.g. a model that cannot score)
+            log.info("no confidence hints: %s", exc)
+            return
+        current = self.documents.get(uri)
+        if current is None or current.version != doc.version or not self.options.hints.enable:
+            return
+        self._hint_lines.pop(uri, None)
+        fresh = hints.diagnostics(doc, win, scores, self.options.hints)
+        kept = hints.keep_after_edit(self.hints.get(uri, []), lines[0], lines[1], False)
+        self.publish_hints(uri, kept + fresh)
+
+    def publish_hints(self, uri: str, diagnostics: list[types.Diagnostic]) -> None:
+        self.hints[uri] = diagnostics
+        doc = self.documents.get(uri)
+        self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
+            uri=uri, diagnostics=diagnostics, version=doc.version if doc is not None else None))
+
+    async def complete_with_progress(self, token: types.ProgressToken, uri: str, position: types.Position,
+                                     automatic: bool) -> tuple[Document, Completion, int] | None:
+        """`complete_at("inline", ...)` reporting on the client's work-done `token`: begin, a report per canvas
+        whose message is the raw text so far (before the stop rule's cut), end."""
+        loop = asyncio.get_running_loop()
+        progress = self.work_done_progress
+        progress.begin(token, types.WorkDoneProgressBegin(title="dg-lsp: completing", cancellable=False))
+
+        def report(text: str) -> None:
+            progress.report(token, types.WorkDoneProgressReport(message=text))
+
+        try:
+            return await self.complete_at("inline", uri, position, automatic,
+                                          lambda text: loop.call_soon_threadsafe(report, text))
+        finally:
+            progress.end(token, types.WorkDoneProgressEnd())
 
     async def compute_edit(self, kind: str, uri: str, rng: types.Range | None) -> types.WorkspaceEdit:
         doc = self.documents.get(uri)
@@ -329,7 +414,11 @@ def _register(server: DgServer) -> None:  # noqa: C901 - one short handler per m
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: DgServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
         automatic = params.context.trigger_kind == types.InlineCompletionTriggerKind.Automatic
-        found = await ls.complete_at("inline", params.text_document.uri, params.position, automatic)
+        token = params.work_done_token
+        if token is None:
+            found = await ls.complete_at("inline", params.text_document.uri, params.position, automatic)
+        else:  # the client created work-done progress: the text so far after each canvas, as report messages
+            found = await ls.complete_with_progress(token, params.text_document.uri, params.position, automatic)
         if found is None:
             return types.InlineCompletionList(items=[])
         doc, completion, _ = found
@@ -347,7 +436,8 @@ def _register(server: DgServer) -> None:  # noqa: C901 - one short handler per m
         return convert.completion_items(doc, as_item_edit(completion, word_start, doc.text))
 
     @server.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
-        code_action_kinds=[types.CodeActionKind.RefactorRewrite], resolve_provider=True))
+        code_action_kinds=[types.CodeActionKind.RefactorRewrite, types.CodeActionKind.QuickFix],
+        resolve_provider=True))
     def code_action(ls: DgServer, params: types.CodeActionParams) -> list[types.CodeAction]:
         doc = ls.documents.get(params.text_document.uri)
         if doc is None:
@@ -357,7 +447,9 @@ def _register(server: DgServer) -> None:  # noqa: C901 - one short handler per m
         rng, holes = params.range, ls.options.holes
         kinds = [kind for kind, ok in (("rewrite", ls.options.rewrite.enable and rng.start != rng.end),
                                        ("holes", holes.enable and holes.marker in doc.text)) if ok]
-        return convert.code_actions(doc.uri, ls.protocol._converter.unstructure(rng), kinds, lazy_edit)
+        fixes = (hints.quick_fixes(doc.uri, params.context.diagnostics, ls.protocol._converter, lazy_edit)
+                 if ls.options.rewrite.enable else [])
+        return fixes + convert.code_actions(doc.uri, ls.protocol._converter.unstructure(rng), kinds, lazy_edit)
 
     @server.feature(types.CODE_ACTION_RESOLVE)
     async def resolve_code_action(ls: DgServer, action: types.CodeAction) -> types.CodeAction:

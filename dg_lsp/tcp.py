@@ -224,8 +224,8 @@ class _LoadOnce:
         elif progress is not None:
             progress("model already loaded", 1, 1)
 
-    def complete(self, request, sampler, cancel=None, seed: int = 0):
-        return self.backend.complete(request, sampler, cancel=cancel, seed=seed)
+    def complete(self, request, sampler, cancel=None, seed: int = 0, **continuation):
+        return self.backend.complete(request, sampler, cancel=cancel, seed=seed, **continuation)
 
     def count_tokens(self, text: str) -> int:
         return self.backend.count_tokens(text)

@@ -1,7 +1,8 @@
 """The engine: load a checkpoint, then infill requests with a denoising loop over the canvas rows only.
 
 `Engine.infill` is a generator of per-step states (so callers can show progress or stop early);
-`Engine.complete` runs it to the end and returns text. One Engine serves one thread at a time.
+`Engine.complete` runs it to the end and returns text; `Engine.continue_infill` goes on canvas after canvas
+for a middle longer than one canvas. One Engine serves one thread at a time.
 
 Context handling depends on how the family was trained (config.Family.context_attention):
 - causal context (ours): prefix, middle segments and suffix are encoded once, causally; their K/V do not
@@ -32,7 +33,7 @@ from dg_lsp.engine.errors import CheckpointError, ConfigError, InfillCancelled, 
 from dg_lsp.engine.forward import CanvasForward
 from dg_lsp.engine.loader import Progress, load_weights
 from dg_lsp.engine.model import Transformer
-from dg_lsp.engine.prompt import Layout, build_layout, with_canvases
+from dg_lsp.engine.prompt import Layout, build_layout, continue_after, with_canvases
 from dg_lsp.engine.quantize import check_scheme, quantize_model, weight_bytes
 from dg_lsp.engine.request import InfillRequest, InfillResult, SamplerConfig
 from dg_lsp.engine.graphs import StepGraphs
@@ -57,6 +58,17 @@ class StepState:
     lengths: tuple[int, ...] = ()
     expanded: int = 0
     deleted: int = 0
+
+
+@dataclass(frozen=True)
+class CanvasState:
+    """A step of `Engine.continue_infill`: the step's state in canvas `canvas` (0-based), and `text`, the
+    hole's text so far (the canvases already committed, plus this one once it is done)."""
+
+    canvas: int
+    state: StepState
+    text: str
+    done: bool  # the last state: no canvas follows
 
 
 def blocks(n: int, steps: int, block_length: int, device: torch.device) -> Iterator[tuple[Tensor, int]]:
@@ -142,6 +154,48 @@ class Engine:
         """Yield the state after every denoising step; the last one has done=True."""
         layout = build_layout(request, self.tokenizer, self.cfg)  # errors surface here, before any work
         return self.infill_layout(layout, sampler, generator, cancel)
+
+    def continue_infill(self, request: InfillRequest, sampler: SamplerConfig = SamplerConfig(),
+                        generator: torch.Generator | None = None, cancel: Callable[[], bool] | None = None,
+                        max_canvases: int = 4, stop: Callable[[str], bool] | None = None) -> Iterator[CanvasState]:
+        """`infill` canvas after canvas, for a middle longer than one canvas: each finished canvas becomes
+        part of the prefix (its tokens as sampled) and a fresh canvas of the same length starts at the new
+        end, before the same suffix. The context cache sees a longer prefix: exact for causal-context
+        families (only the new tokens are encoded), its approximate reuse for bidirectional ones. It ends
+        after a canvas that holds an end token (pad/EOS), after `max_canvases`, when `stop(text so far)`
+        says so (the server's block stop rule), or when a next canvas would not fit the context.
+        Only a single fill hole continues; other requests run one canvas. `cancel` is polled before every
+        denoising step of every canvas, as in `infill`."""
+        if not isinstance(max_canvases, int) or max_canvases < 1:
+            raise RequestError(f"max_canvases={max_canvases!r}: expected an integer >= 1")
+        layout = build_layout(request, self.tokenizer, self.cfg)  # errors surface here, before any work
+        if len(layout.holes) != 1 or any(layout.init):
+            max_canvases = 1
+        return self._continue(layout, sampler, generator, cancel, max_canvases, stop)
+
+    def _continue(self, layout: Layout, sampler: SamplerConfig, generator: torch.Generator | None,
+                  cancel: Callable[[], bool] | None, max_canvases: int,
+                  stop: Callable[[str], bool] | None) -> Iterator[CanvasState]:
+        (start, end), = layout.holes
+        width, ends, texts = end - start, self.cfg.end_ids, []
+        for k in range(max_canvases):
+            last = None
+            for last in self.infill_layout(layout, sampler, generator, cancel):
+                if not last.done:
+                    yield CanvasState(canvas=k, state=last, text="".join(texts), done=False)
+            assert last is not None and last.done
+            ids = last.canvas.tolist()
+            cut = next((i for i, t in enumerate(ids) if t in ends), None)
+            texts.append(self.tokenizer.decode(ids[:cut]))
+            text = "".join(texts)
+            ended = cut is not None or k + 1 == max_canvases or (stop is not None and stop(text))
+            following = None if ended else continue_after(layout, ids, width, self.cfg)
+            yield CanvasState(canvas=k, state=last, text=text, done=following is None)
+            if following is None:
+                return
+            if cancel is not None and cancel():  # before the next canvas's context encode
+                raise InfillCancelled("infill cancelled between canvases")
+            layout = following
 
     def decode_holes(self, layout: Layout, canvas: Tensor, lengths: tuple[int, ...] = ()) -> tuple[str, ...]:
         """Text of each hole, cut at the first pad/EOS (what follows it is filler). `lengths`: canvas
@@ -294,17 +348,43 @@ class Engine:
             if done:
                 return
 
+    @torch.inference_mode()
+    def score(self, text: str, start: int, end: int) -> list[tuple[int, int, float]]:
+        """How likely the model finds each existing token of `text[start:end]`, in one forward: the span is
+        a rewrite hole holding its own tokens (as a rewrite's first step sees them, `token_probs`), the rest
+        of `text` its context. One (char start, char end, probability) per token, offsets into `text`."""
+        span = text[start:end]
+        ids = self.tokenizer.encode(span)
+        if not ids:
+            return []
+        layout = build_layout(InfillRequest.rewrite(text[:start], span, text[end:], len(ids)), self.tokenizer, self.cfg)
+        run = CanvasForward(self, layout)
+        canvas = run.tokens[0, run.canvas_idx]
+        prob = token_probs(canvas, run.logits()).tolist()
+        spans, offset = [], start
+        for k in range(len(ids)):  # char ends from decoding growing prefixes (a token may end mid-character)
+            stop = min(end, start + len(self.tokenizer.decode(ids[: k + 1])))
+            spans.append((offset, max(offset, stop), float(prob[k])))
+            offset = max(offset, stop)
+        return spans
+
     def _renoise_init(self, canvas: Tensor, masked: Tensor, logits: Tensor, strength: float) -> tuple[Tensor, Tensor]:
         existing = ~masked
         n = round(strength * int(existing.sum()))
         if n == 0:
             return canvas, masked
-        prob = logits.softmax(-1).gather(-1, canvas[:, None])[:, 0].masked_fill(masked, float("inf"))
+        prob = token_probs(canvas, logits).masked_fill(masked, float("inf"))
         drop = prob.topk(n, largest=False).indices
         canvas, masked = canvas.clone(), masked.clone()
         canvas[drop] = self.cfg.mask_id
         masked[drop] = True
         return canvas, masked
+
+
+def token_probs(canvas: Tensor, logits: Tensor) -> Tensor:
+    """Probability of each canvas token under its logits (`canvas: [N]`, `logits: [N, V]`): what a rewrite's
+    re-noising ranks and what confidence hints flag."""
+    return logits.softmax(-1).gather(-1, canvas[:, None])[:, 0]
 
 
 def is_gemma(raw: dict, family: str | None) -> bool:

@@ -66,6 +66,12 @@ class GemmaEngine:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text))
 
+    def score(self, text: str, start: int, end: int) -> list[tuple[int, int, float]]:
+        """Not for this family: it has no mask token, so a token's probability in place is not defined the
+        way the mask families score it (confidence hints stay off)."""
+        raise RequestError(f"model {self.cfg.name}: confidence hints (scoring existing tokens) are not "
+                           "supported for DiffusionGemma; expected a mask-based family")
+
     def sampler_config(self, sampler: SamplerConfig, canvas: int) -> EntropyBoundConfig:
         """The request's sampler settings over the checkpoint's generation defaults."""
         gen = self.cfg.generation

@@ -86,6 +86,17 @@ def with_canvases(layout: Layout, canvases: list[list[int]], cfg: ModelConfig) -
     return Layout(tokens=tuple(ids), holes=tuple(holes), init=layout.init)
 
 
+def continue_after(layout: Layout, ids: list[int], canvas: int, cfg: ModelConfig) -> Layout | None:
+    """A one-hole layout with `ids` (the committed canvas) moved into the prefix and a fresh canvas of
+    `canvas` masks at the new end, before the same suffix; None when that no longer fits the context."""
+    (start, end), = layout.holes
+    head = layout.tokens[:start] + tuple(ids)
+    tokens = head + (cfg.mask_id,) * canvas + layout.tokens[end:]
+    if len(tokens) > cfg.max_position_embeddings:
+        return None
+    return Layout(tokens=tokens, holes=((len(head), len(head) + canvas),), init=((),))
+
+
 def attention_mask(layout: Layout, cfg: ModelConfig) -> Tensor | None:
     """[T, T] bool (True = may attend) for a full forward over the layout; None = every row sees every row.
 

@@ -66,7 +66,7 @@ def test_ghost_text(tmp_path: Path, case: str, renderer: str) -> None:
     run_case(tmp_path, case, renderer)
 
 
-@pytest.mark.parametrize("case", ["rewrite", "fill", "status_and_health", "options_and_keys", "server_exits",
+@pytest.mark.parametrize("case", ["rewrite", "fill", "hints", "status_and_health", "options_and_keys", "server_exits",
                                   "server_fails"])
 def test_plugin(tmp_path: Path, case: str) -> None:
     run_case(tmp_path, case)

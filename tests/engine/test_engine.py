@@ -5,6 +5,7 @@ import torch
 
 from dg_lsp.engine.engine import load
 from dg_lsp.engine.errors import InfillCancelled, RequestError
+from dg_lsp.engine.prompt import build_layout, continue_after
 from dg_lsp.engine.request import Hole, InfillRequest, SamplerConfig
 
 PREFIX = "import sys\n\n\ndef main(argv=None):\n    args = sys.argv[1:] if argv is None else argv\n    for name in args:\n"
@@ -155,3 +156,77 @@ def test_prompt_longer_than_the_context_then_the_engine_still_serves(eng):
     with pytest.raises(RequestError, match="longer than its canvas"):
         eng.complete(InfillRequest.rewrite("x = ", "a + b + c + d", "\n", 2))
     assert len(eng.complete(InfillRequest.at_cursor(PREFIX, SUFFIX, 4), SamplerConfig(steps=2)).texts) == 1
+
+
+LONG = "def main(argv=None):\n    args = sys.argv[1:] if argv is None else argv\n"
+
+
+def canvas_texts(eng, states):
+    """Each finished canvas's text, in order (these tests turn end tokens off: nothing is cut)."""
+    return [eng.tokenizer.decode(s.state.canvas.tolist()) for s in states if s.state.done]
+
+
+def test_a_long_request_continues_canvas_after_canvas(eng, monkeypatch):
+    monkeypatch.setattr(type(eng.cfg), "end_ids", property(lambda cfg: frozenset()))  # no canvas ends early
+    sampler = SamplerConfig(steps=3, halt_when_stable=False)
+    states = list(eng.continue_infill(InfillRequest.at_cursor(LONG, SUFFIX, 6), sampler, max_canvases=3))
+    assert [s.canvas for s in states] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert [s.done for s in states] == [False] * 8 + [True]
+    texts = canvas_texts(eng, states)
+    assert len(texts) == 3 and states[-1].text == "".join(texts)
+    assert states[3].text == texts[0]  # the second canvas's steps carry the first canvas's text
+    # the second canvas, its prefix's K/V reused from the first (exact for this causal family), is what a
+    # fresh engine makes of the layout with the first canvas's tokens in the prefix
+    layout = build_layout(InfillRequest.at_cursor(LONG, SUFFIX, 6), eng.tokenizer, eng.cfg)
+    second = continue_after(layout, states[2].state.canvas.tolist(), 6, eng.cfg)
+    *_, last = load_same(eng).infill_layout(second, sampler)
+    assert last.canvas.tolist() == states[5].state.canvas.tolist()
+
+
+def load_same(eng):
+    """A second engine on the same weights and fresh caches."""
+    from dg_lsp.engine.engine import Engine
+
+    return Engine(eng.model, eng.tokenizer, eng.cfg)
+
+
+def test_cancel_between_steps_of_the_second_canvas(eng, monkeypatch):
+    monkeypatch.setattr(type(eng.cfg), "end_ids", property(lambda cfg: frozenset()))
+    polls = []
+
+    def cancel():
+        polls.append(1)
+        return len(polls) > 5  # 3 steps of the first canvas, the check between canvases, 1 step of the second
+
+    states = []
+    with pytest.raises(InfillCancelled):
+        for state in eng.continue_infill(InfillRequest.at_cursor(LONG, SUFFIX, 6),
+                                         SamplerConfig(steps=3, halt_when_stable=False), cancel=cancel, max_canvases=3):
+            states.append(state)
+    assert [s.canvas for s in states] == [0, 0, 0, 1]
+
+
+def test_the_stop_rule_ends_after_the_first_canvas(eng, monkeypatch):
+    monkeypatch.setattr(type(eng.cfg), "end_ids", property(lambda cfg: frozenset()))
+    seen = []
+    states = list(eng.continue_infill(InfillRequest.at_cursor(LONG, SUFFIX, 6), SamplerConfig(steps=2),
+                                      max_canvases=4, stop=lambda text: seen.append(text) or True))
+    assert {s.canvas for s in states} == {0} and states[-1].done
+    assert seen == [states[-1].text]
+
+
+def test_an_end_token_ends_the_continuation(eng):
+    # the random model's canvas holds an end token or not; either way nothing follows a canvas that does
+    states = list(eng.continue_infill(InfillRequest.at_cursor(LONG, SUFFIX, 6), SamplerConfig(steps=2), max_canvases=3))
+    for s in states:
+        if s.state.done and s.canvas < states[-1].canvas:
+            assert not set(s.state.canvas.tolist()) & eng.cfg.end_ids
+
+
+@pytest.mark.parametrize("family", ["dream", "llada", "open-dcoder"])
+def test_bidirectional_families_continue_too(tiny_dirs, family, monkeypatch):
+    eng = load(tiny_dirs[family], device="cpu")
+    monkeypatch.setattr(type(eng.cfg), "end_ids", property(lambda cfg: frozenset()))
+    states = list(eng.continue_infill(InfillRequest.at_cursor(LONG, SUFFIX, 5), SamplerConfig(steps=2), max_canvases=2))
+    assert sorted({s.canvas for s in states}) == [0, 1] and states[-1].done
+    assert states[-1].text == "".join(canvas_texts(eng, states))

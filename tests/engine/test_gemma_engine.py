@@ -114,3 +114,14 @@ def test_cli_infill_runs_on_the_checkpoint_directory(gemma_dir, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "diffusion-gemma" in proc.stderr and "denoising steps" in proc.stderr
+
+
+def test_the_servers_long_block_path_is_one_ordinary_request(gemma_dir, eng):
+    # the server asks block completions for several canvases; DiffusionGemma continues inside its own engine
+    from dg_lsp.backend import EngineBackend
+
+    backend = EngineBackend(str(gemma_dir), device="cpu")
+    backend.load()
+    request, heard = InfillRequest.at_cursor(PREFIX, SUFFIX, 8), []
+    result = backend.complete(request, QUICK, canvases=4, stop=lambda text: True, partial=heard.append)
+    assert result.texts == eng.complete(request, QUICK).texts and heard == []

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dg_lsp.options import ContextOptions
-from dg_lsp.postprocess import (C_LIKE, PYTHON, Completion, as_item_edit, continue_shown, postprocess, remember,
-                                scan, stop_at_dedent, trim_special)
+from dg_lsp.postprocess import (C_LIKE, PYTHON, Completion, as_item_edit, block_ended, continue_shown, postprocess,
+                                remember, scan, stop_at_dedent, trim_special)
 
 from .test_context import ctx_at
 
@@ -146,3 +146,15 @@ def test_typing_into_a_shown_completion_offers_the_rest():
     assert continue_shown(shown, whole, ctx.offset + 9) is None  # fully typed out
     moved = "# edit\n" + typed
     assert continue_shown(shown, moved, ctx.offset + 3) is None  # text before it changed
+
+
+@pytest.mark.parametrize("marked, text, ended", [
+    ("def add(a, b):\n    █\n", "total = a\n    total += b\n", False),  # still in the block: continue
+    ("def add(a, b):\n    █\n", "return a\nprint(1)", True),  # dedent
+    ("def add(a, b):\n    █\n", "x = f(\n1,\n", False),  # a line inside brackets never ends the block
+    ("def add(a, b):\n    █\n", "return a)", True),  # a closer it did not open
+    ("def add(a, b):\n    █\n", "x = 1<|endoftext|>", True),
+    ("def add(a, b):\n    █\n", "a = 1\n" * 3, True),  # past max_lines=3
+])
+def test_block_ended_is_the_stop_rule_between_canvases(marked, text, ended):
+    assert block_ended(text, ctx_at(marked), max_lines=3) is ended

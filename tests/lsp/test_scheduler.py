@@ -5,6 +5,7 @@ uses events and futures; nothing is timed."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import wait
 
 import pytest
@@ -302,3 +303,20 @@ def test_stop_resolves_every_job_of_a_shared_run():
     backend.gate.set()
     s.stop()
     assert all(isinstance(j.future.exception(timeout=10), Cancelled) for j in jobs)
+
+
+def test_a_continued_run_tells_every_waiting_job_the_text_so_far(scheduler):
+    backend = FakeBackend({"x = ": "1\f2\f3"})
+    load(scheduler, backend)
+    heard: dict[str, list[str]] = {"a": [], "b": []}
+
+    def long_job(name: str, not_before: float) -> Job:
+        return Job(lane=name, request=InfillRequest.at_cursor("x = ", "\n", 8), sampler=SamplerConfig(steps=2),
+                   cache_key="same", canvases=4, stop=lambda text: text.endswith("2"), on_partial=heard[name].append,
+                   not_before=not_before)
+
+    # the first job waits (a long debounce) until the second joins its run and starts it
+    a, b = scheduler.submit(long_job("a", time.monotonic() + 600)), scheduler.submit(long_job("b", 0.0))
+    assert a.future.result().texts == b.future.result().texts == ("12",)  # the stop rule ended it at "12"
+    assert heard == {"a": ["1", "12"], "b": ["1", "12"]}
+    assert backend.canvases == 2 and scheduler.stats.shared == 1

@@ -346,3 +346,110 @@ async def test_the_other_files_chunk_survives_the_window_at_line_61_of_inventory
     assert prefix.endswith("\n" + line) and suffix.startswith("\n    for path in args:")
     assert "import " not in prefix  # the window cut the top of inventory.py, not the other file
     assert (len(prefix) + len(suffix)) / 4 <= 256
+
+
+# --- confidence hints ----------------------------------------------------------------------------------
+
+HINTED = fake_options(fake={"responses": {}, "unlikely": ["qqq"]}, hints={"enable": True, "debounceMs": 0})
+
+
+async def wait_for_diagnostics(client: LanguageClient, uri: str, count: int) -> list[types.Diagnostic]:
+    for _ in range(2000):  # polling what the client received; no timing is asserted
+        found = client.diagnostics.get(uri)
+        if found is not None and len(found) == count:
+            return found
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"expected {count} diagnostics for {uri}, got {client.diagnostics.get(uri)}")
+
+
+async def test_hint_on_an_unlikely_token_and_its_quick_fix_rewrites_exactly_it(client: LanguageClient):
+    await initialize(client, HINTED, caps=capabilities(resolve_edit=True))
+    open_doc(client, URI, SOURCE)
+    change_doc(client, URI, 2, (1, 4), (1, 4), "return a qqq b")
+    [hint] = await wait_for_diagnostics(client, URI, 1)
+    assert hint.range == types.Range(start=types.Position(1, 13), end=types.Position(1, 16))
+    assert hint.severity == types.DiagnosticSeverity.Hint and hint.source == "dg-lsp"
+    actions = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=URI), range=hint.range,
+        context=types.CodeActionContext(diagnostics=[hint])))
+    [fix] = [a for a in actions if a.kind == types.CodeActionKind.QuickFix]
+    assert list(fix.diagnostics) == [hint]
+    resolved = await client.code_action_resolve_async(fix)
+    [edit] = resolved.edit.changes[URI]
+    assert edit.range == hint.range and edit.new_text == "QQQ"  # the fake rewrites by upper-casing
+    change_doc(client, URI, 3, (1, 13), (1, 16), "+")  # editing the line again clears its hint
+    assert not await wait_for_diagnostics(client, URI, 0)
+
+
+async def test_hints_are_off_by_default_and_skip_big_files(client: LanguageClient):
+    await initialize(client, fake_options(fake={"responses": {}, "unlikely": ["qqq"]}))
+    open_doc(client, URI, SOURCE)
+    change_doc(client, URI, 2, (1, 4), (1, 4), "return a qqq b")
+    big = "file:///work/big.py"
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"dg-lsp": HINTED | {"hints": {"enable": True, "debounceMs": 0, "maxFileChars": 20}}}))
+    open_doc(client, big, SOURCE)
+    change_doc(client, big, 2, (1, 4), (1, 4), "return a qqq b")
+    info = await settled_stats(client)
+    assert info["submitted"] == 0  # no scoring ran for either document
+    assert client.diagnostics.get(URI) is None and client.diagnostics.get(big) is None
+
+
+# a block of three canvases (the fake's form feeds split it); the third's dedent at `print` ends the block, so
+# the fourth piece is never asked for
+PIECES = ["total = a\n", "    total += b\n", "    return total\nprint(1)\n", "never"]
+LONG_BLOCK = {"def add(a, b):\n    ": "\f".join(PIECES)}
+
+
+def with_token(params: types.InlineCompletionParams, client: LanguageClient,
+               token: str) -> types.InlineCompletionParams:
+    client.progress_reports[token] = []  # the client creates the token it passes
+    params.work_done_token = token
+    return params
+
+
+async def test_a_long_block_continues_canvas_after_canvas_and_reports_the_text_so_far(client: LanguageClient,
+                                                                                      tmp_path):
+    record = tmp_path / "requests.jsonl"
+    await initialize(client, fake_options(fake={"responses": LONG_BLOCK, "recordPath": str(record)}))
+    open_doc(client, URI, SOURCE)
+    result = await client.text_document_inline_completion_async(with_token(inline_params(URI, 1, 4), client, "long"))
+    assert [i.insert_text for i in result.items] == ["total = a\n    total += b\n    return total"]
+    prefixes = [segments[0] for segments in recorded(record)]
+    assert len(prefixes) == 3  # one request per canvas, each prefix holding the canvases before it
+    assert prefixes[1] == prefixes[0] + PIECES[0] and prefixes[2] == prefixes[1] + PIECES[1]
+    reports = client.progress_reports["long"]
+    assert isinstance(reports[0], types.WorkDoneProgressBegin) and isinstance(reports[-1], types.WorkDoneProgressEnd)
+    assert [r.message for r in reports[1:-1]] == ["".join(PIECES[:n]) for n in (1, 2, 3)]
+
+
+async def test_without_a_token_only_the_answer_and_max_canvases_bounds_the_block(client: LanguageClient, tmp_path):
+    record = tmp_path / "requests.jsonl"
+    await initialize(client, fake_options(fake={"responses": LONG_BLOCK, "recordPath": str(record)},
+                                          inline={"maxCanvases": 2}))
+    open_doc(client, URI, SOURCE)
+    tokens = set(client.progress_reports)  # the model load's
+    result = await client.text_document_inline_completion_async(inline_params(URI, 1, 4))
+    assert [i.insert_text for i in result.items] == ["total = a\n    total += b"]
+    assert len(recorded(record)) == 2 and set(client.progress_reports) == tokens
+
+
+async def test_a_long_block_cancelled_between_canvases_gets_request_cancelled(client: LanguageClient, tmp_path):
+    # documented: a cancelled long completion is answered RequestCancelled (the partial text went out as progress)
+    record = tmp_path / "requests.jsonl"
+    fake = {"responses": LONG_BLOCK, "recordPath": str(record), "stepDelayMs": 20}
+    await initialize(client, fake_options(fake=fake, sampler={"steps": 50}))
+    open_doc(client, URI, SOURCE)
+    future = client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION,
+                                          with_token(inline_params(URI, 1, 4), client, "cut"))
+    msg_id = next(k for k, v in client.protocol._request_futures.items() if v is future)
+    while not any(isinstance(r, types.WorkDoneProgressReport) for r in client.progress_reports["cut"]):
+        await asyncio.sleep(0.01)  # the first canvas is done
+    client.protocol.notify("$/cancelRequest", types.CancelParams(id=msg_id))
+    with pytest.raises(JsonRpcException) as error:
+        await asyncio.wrap_future(future)
+    assert error.value.code == types.LSPErrorCodes.RequestCancelled
+    after = await settled_stats(client)
+    assert (after["cancelled"], after["computed"]) == (1, 0)
+    assert len(recorded(record)) >= 2  # the second canvas had started
+    assert client.progress_reports["cut"][1].message == PIECES[0]

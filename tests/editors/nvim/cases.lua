@@ -110,6 +110,20 @@ function C.rewrite(H)
   H.no_errors(child)
 end
 
+function C.hints(H)
+  local child = open(H, 'hints', { 'def add(a, b):', '    return a + b', '' }, { settings = {
+    backend = 'fake', fake = { unlikely = { 'qqq' } }, hints = { enable = true, debounceMs = 0 } } })
+  child:lua('vim.api.nvim_buf_set_lines(0, 1, 2, false, { "    return a + b qqq" })')
+  child:wait('a hint on "qqq"', [[local d = vim.diagnostic.get(0)
+    return #d == 1 and d[1].severity == vim.diagnostic.severity.HINT and d[1].source == "dg-lsp"
+      and d[1].lnum == 1 and d[1].col == 17 and d[1].end_col == 20]])
+  child:lua([[vim.api.nvim_win_set_cursor(0, { 2, 17 })
+    vim.lsp.buf.code_action({ apply = true, filter = function(a) return a.kind == "quickfix" end })]])
+  wait_line(child, 'the quick fix applied', 2, '    return a + b QQQ')
+  child:wait('the hint gone', 'return #vim.diagnostic.get(0) == 0')
+  H.no_errors(child)
+end
+
 function C.fill(H)
   local child = open(H, 'fill', { 'x = <FILL>', 'y = <FILL>' },
     { settings = { backend = 'fake', fake = { responses = { ['y = '] = '2' } } } })
