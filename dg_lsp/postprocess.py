@@ -84,6 +84,7 @@ class Walk:
     lines: list[Scan]  # state at the end of each "\n"-separated line, before its line break
     stray: int  # offset of the first closer that matches no open bracket (or a kept one); -1: none
     low: int  # the fewest brackets open at any point
+    first_open: int = -1  # offset of the earliest bracket this text opened that is still open; -1: none
 
 
 def scan(text: str, syntax: Syntax = PYTHON, start: Scan = Scan(), keep: int = 0) -> Walk:
@@ -93,6 +94,7 @@ def scan(text: str, syntax: Syntax = PYTHON, start: Scan = Scan(), keep: int = 0
     (and, like any stray closer, changes nothing).
     """
     stack, quote, quote_at = list(start.open), start.quote, start.quote_at if start.quote else -1
+    opened_at = [-1] * len(stack)  # where each open bracket was opened (-1: before the text)
     lines: list[Scan] = []
     stray, low, escaped_break, i, n = -1, len(stack), False, 0, len(text)
     while i < n:
@@ -119,15 +121,18 @@ def scan(text: str, syntax: Syntax = PYTHON, start: Scan = Scan(), keep: int = 0
         else:
             if ch in "([{":
                 stack.append(ch)
+                opened_at.append(i)
             elif ch in _PAIRS:
                 if len(stack) > keep and stack[-1] == _PAIRS[ch]:
                     stack.pop()
+                    opened_at.pop()
                     low = min(low, len(stack))
                 elif stray < 0:
                     stray = i
             i += 1
     lines.append(Scan(tuple(stack), quote, quote_at))
-    return Walk(lines, stray, low)
+    own = [at for at in opened_at if at >= 0]
+    return Walk(lines, stray, low, own[0] if own else -1)
 
 
 def statement_state(prefix: str, syntax: Syntax) -> Scan:
@@ -173,7 +178,16 @@ def stop_at_statement_end(text: str, start: Scan, syntax: Syntax, keep: int, max
         ends = [i for i, state in enumerate(lines) if _balanced(state, depth)]
         if ends:
             return _cut_after_line(text, ends[0])
-    return ""
+    return before_first_open(text.split("\n", 1)[0], start, syntax, keep)
+
+
+def before_first_open(text: str, start: Scan, syntax: Syntax, keep: int) -> str:
+    """What precedes the earliest bracket the text opens and never closes (all of it when there is none):
+    a statement cut short shows its balanced beginning rather than nothing."""
+    walk = scan(text, syntax, start, keep)
+    cut = text if walk.first_open < 0 else text[:walk.first_open]
+    last = scan(cut, syntax, start, keep).lines[-1]
+    return (cut[:last.quote_at] if last.in_own_string() else cut).rstrip()
 
 
 def balance(text: str, start: Scan, syntax: Syntax, keep: int, whole_lines: bool) -> str:
@@ -186,7 +200,8 @@ def balance(text: str, start: Scan, syntax: Syntax, keep: int, whole_lines: bool
         walk = scan(text, syntax, start, keep)
     if whole_lines:
         ends = [i for i, state in enumerate(_until_broken(walk.lines)) if _balanced(state, len(start.open))]
-        return _cut_after_line(text, ends[-1]) if ends else ""
+        return _cut_after_line(text, ends[-1]) if ends else before_first_open(text.split("\n", 1)[0], start, syntax,
+                                                                              keep)
     last = walk.lines[-1]
     return text[:last.quote_at] if last.in_own_string() else text
 
