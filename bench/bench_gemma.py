@@ -25,7 +25,7 @@ import torch
 
 from bench.bench_engine import timed
 from dg_lsp.engine.gemma import load_gemma
-from dg_lsp.engine.gemma_engine import _Timed
+from dg_lsp.engine.gemma_engine import TimedModel
 from dg_lsp.engine.gemma_sampler import EntropyBoundConfig, generate
 
 SHAPES = {
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         parts: list[tuple[float, float]] = []  # (encode, decode) ms of each of our runs
 
         def engine():
-            timed = _Timed(ours, timings)
+            timed = TimedModel(ours, timings)
             states = list(generate(timed, prompt, cfg, torch.Generator(device).manual_seed(0),
                                    max_new_tokens=new_tokens, eos_id=-1))
             parts.append((timings["encode_ms"], timings["decode_ms"]))

@@ -103,7 +103,7 @@ class GemmaEngine:
         """Yield a StepState after every decoder forward (canvas: the holes' tokens so far, in order)."""
         prompt, pinned, free = self._layout(request)
         gen = generator if generator is not None else torch.Generator(device=self.device).manual_seed(0)
-        timed = _Timed(self.model, self.timings)
+        timed = TimedModel(self.model, self.timings)
         t0, prompt_ids = time.perf_counter(), torch.tensor([prompt], device=self.device)
         if pinned is None:  # one hole, nothing after it: canvases block by block until its budget or EOS
             budget = request.holes[0].canvas
@@ -157,7 +157,7 @@ class GemmaEngine:
         return tuple(texts)
 
 
-class _Timed:
+class TimedModel:
     """The model with its encode and decode time added up (the rest of a step is the sampler's)."""
 
     def __init__(self, model: GemmaModel, timings: dict[str, float]):

@@ -41,7 +41,7 @@ def canvas_attention(
         return naive.canvas_attention(q, k_ctx, v_ctx, k_canvas, v_canvas, scale, ctx_len)
     if q.shape[1] % k_ctx.shape[1]:
         raise ValueError(f"Hq must be a multiple of Hkv, got Hq={q.shape[1]}, Hkv={k_ctx.shape[1]}")
-    n = naive._ctx_len_int(ctx_len, k_ctx.shape[2])
+    n = naive.ctx_len_int(ctx_len, k_ctx.shape[2])
     k = torch.cat([k_ctx[:, :, :n], k_canvas], dim=2)  # [B, Hkv, n + C, D]
     v = torch.cat([v_ctx[:, :, :n], v_canvas], dim=2)
     b, hq, c, d = q.shape

@@ -72,7 +72,7 @@ def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return (x32 * cos32 + rotate_half(x32) * sin32).to(x.dtype)
 
 
-def _ctx_len_int(ctx_len: int | Tensor | None, capacity: int) -> int:
+def ctx_len_int(ctx_len: int | Tensor | None, capacity: int) -> int:
     if ctx_len is None:
         return capacity
     n = int(ctx_len.item()) if isinstance(ctx_len, Tensor) else int(ctx_len)
@@ -103,7 +103,7 @@ def canvas_attention(
     Hkv = k_ctx.shape[1]
     if Hq % Hkv:
         raise ValueError(f"Hq must be a multiple of Hkv, got Hq={Hq}, Hkv={Hkv}")
-    n = _ctx_len_int(ctx_len, k_ctx.shape[2])
+    n = ctx_len_int(ctx_len, k_ctx.shape[2])
     wide = _wide(q.dtype)
     k = torch.cat([k_ctx[:, :, :n], k_canvas], dim=2).to(wide)  # [B, Hkv, n + C, D]
     v = torch.cat([v_ctx[:, :, :n], v_canvas], dim=2).to(wide)
