@@ -2,6 +2,8 @@
 
 A backend is owned by the scheduler's worker thread: `load` and `complete` run there, never on the event
 loop. Only `EngineBackend.load` imports the engine's torch modules.
+
+The remote backend (dg_lsp.remote) speaks the HTTP infill API that `dg-lsp serve` serves (docs/serving.md).
 """
 
 from __future__ import annotations
@@ -217,6 +219,11 @@ def make_backend(options) -> InfillBackend:
     if options.backend == "fake":
         f = options.fake
         return FakeBackend(f.responses, f.step_delay_ms, f.load_delay_ms, f.record_path, tuple(f.unlikely))
+    if options.backend == "remote":
+        from dg_lsp.remote import RemoteBackend  # here: dg_lsp.remote imports this module's types
+
+        r = options.remote
+        return RemoteBackend(r.url, r.api, r.model, r.token_file, r.timeout_ms, r.retries)
     m = options.model
     return EngineBackend(m.path, m.device, m.dtype, family=m.family, quantize=m.quantize,
                          context_reuse=m.context_reuse)

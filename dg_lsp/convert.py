@@ -9,6 +9,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from dg_lsp.postprocess import Completion
+from dg_lsp.speculate import ACCEPTED_COMMAND, accepted_argument
 from dg_lsp.text import Document
 
 REWRITE_COMMAND = "dg-lsp.rewriteSelection"
@@ -22,11 +23,17 @@ def to_range(doc: Document, start: int, end: int) -> types.Range:
     return types.Range(start=types.Position(a.line, a.character), end=types.Position(b.line, b.character))
 
 
-def inline_items(doc: Document, completion: Completion | None) -> types.InlineCompletionList:
+def inline_items(doc: Document, completion: Completion | None, speculate: bool = False) -> types.InlineCompletionList:
+    """The completion as one item; with `speculate`, the item carries the command editors run once it is
+    accepted (dg_lsp/speculate.py: the server then computes the next completion in idle time)."""
     if completion is None:
         return types.InlineCompletionList(items=[])
     rng = to_range(doc, completion.start, completion.end)
     item = types.InlineCompletionItem(insert_text=completion.text, range=rng)
+    if speculate:
+        start = doc.position_at(completion.start)
+        arg = accepted_argument(doc.uri, doc.version, start, completion.text, doc.encoding)
+        item.command = types.Command(title="dg-lsp: accepted", command=ACCEPTED_COMMAND, arguments=[arg])
     return types.InlineCompletionList(items=[item])
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -59,6 +60,13 @@ class SamplerOptions:
     halt_when_stable: bool = opt(True, "true or false")
     ends_in_order: bool = opt(True, "true or false")  # pad/EOS commit only after the token to their left
     block_length: int = opt(0, "an integer 0..4096 (0: one block)", lambda v: 0 <= v <= 4096)
+    # checkpoints with expand/delete tokens (DreamOn): a hole's canvas grows to at most max_canvas positions,
+    # through at most expand_budget expansions (0: max_canvas); other checkpoints ignore both
+    max_canvas: int = opt(64, "an integer 1..4096", lambda v: 1 <= v <= 4096)
+    expand_budget: int = opt(0, "an integer 0..4096 (0: maxCanvas)", lambda v: 0 <= v <= 4096)
+    # "probe": a completion's canvas (lineCanvas / blockCanvas) is the longest one, cut to the length the
+    # model's first forward expects (engine.length); "fixed": as configured
+    canvas_length: Literal["fixed", "probe"] = opt("fixed", "fixed or probe")
     # DiffusionGemma's entropy-bound sampler; null: the checkpoint's generation defaults
     max_steps: int | None = opt(None, "null or an integer 1..1024", lambda v: v is None or 1 <= v <= 1024)
     entropy_bound: float | None = opt(None, "null or a number >= 0", lambda v: v is None or v >= 0)
@@ -77,12 +85,16 @@ class InlineOptions:
     line_canvas: int = _canvas(16)
     block_canvas: int = _canvas(48)
     max_lines: int = opt(12, "an integer 1..200", lambda v: 1 <= v <= 200)
-    # a block completion longer than its canvas continues canvas after canvas (each one joins the prefix)
-    # until the block's stop rule ends it, an end token, maxLines, or this many canvases
+    # a completion longer than its canvas continues canvas after canvas (each one joins the prefix) until
+    # its mode's stop rule ends it (a line: its statement's end; a block: its dedent), an end token,
+    # maxLines, or this many canvases
     max_canvases: int = opt(4, "an integer 1..32", lambda v: 1 <= v <= 32)
     # automatic triggers (typing) wait this long before the model starts, so that a burst of keystrokes
     # starts only its last request; explicitly invoked completions never wait
     debounce_ms: float = opt(20.0, "a number of milliseconds in [0, 2000]", lambda v: 0.0 <= v <= 2000.0)
+    # after an item is accepted (its `dg-lsp.accepted` command), compute the completion at the new cursor
+    # in idle time, so the next request there is a cache hit
+    speculate: bool = opt(True, "true or false")
 
 
 @dataclass
@@ -141,9 +153,41 @@ class FakeOptions:
     unlikely: list[str] = opt([], "a list of strings the fake scores as unlikely (confidence hints)")
 
 
+def is_http_url(value: Any) -> bool:
+    """An absolute http(s) URL with a host, a valid port, no query or fragment (the base the API paths go
+    under) and no user:password (it would show in messages: the token goes in remote.tokenFile)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0..65535
+    except ValueError:
+        return False
+    return (parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query and not parts.fragment
+            and parts.username is None)
+
+
+@dataclass
+class RemoteOptions:
+    """A model served elsewhere (`backend: "remote"`, dg_lsp.remote): our HTTP infill API (`dg-lsp serve`)
+    or an OpenAI-compatible server (vLLM)."""
+
+    url: str | None = opt(None, "an http:// or https:// URL such as http://gpu-box:8000 (no query, fragment or "
+                                "user:password)",
+                          lambda v: v is None or is_http_url(v))
+    api: Literal["dg", "openai"] = opt("dg", "dg (the dg-lsp infill API) or openai (an OpenAI-compatible server)")
+    # the model name the OpenAI-compatible server serves (its GET /v1/models); null: the first one listed
+    model: str | None = opt(None, "a model name served by the remote (GET /v1/models) or null",
+                            lambda v: v is None or bool(v.strip()))
+    token_file: str | None = opt(None, "a file path or null (then DG_LSP_REMOTE_TOKEN, if set)")
+    timeout_ms: float = opt(10_000.0, "a number of milliseconds in [100, 600000]", lambda v: 100.0 <= v <= 600_000.0)
+    # attempts after the first, only for connection errors, 429 and 5xx
+    retries: int = opt(2, "an integer 0..10", lambda v: 0 <= v <= 10)
+
+
 @dataclass
 class Options:
-    backend: Literal["engine", "fake"] = opt("engine", "engine or fake")
+    backend: Literal["engine", "fake", "remote"] = opt("engine", "engine, fake or remote")
     model: ModelOptions = field(default_factory=ModelOptions)
     sampler: SamplerOptions = field(default_factory=SamplerOptions)
     inline: InlineOptions = field(default_factory=InlineOptions)
@@ -153,6 +197,7 @@ class Options:
     context: ContextOptions = field(default_factory=ContextOptions)
     cache: CacheOptions = field(default_factory=CacheOptions)
     fake: FakeOptions = field(default_factory=FakeOptions)
+    remote: RemoteOptions = field(default_factory=RemoteOptions)
 
     def sampler_config(self) -> SamplerConfig:
         """The engine's sampler settings (only the fields this engine version has)."""
@@ -166,7 +211,8 @@ class Options:
                 self.fake.record_path, tuple(self.fake.unlikely))
         return (self.backend, self.model.path, self.model.device, self.model.dtype, self.model.quantize,
                 self.model.family, self.model.context_reuse,
-                fake if self.backend == "fake" else None)
+                fake if self.backend == "fake" else None,
+                dataclasses.astuple(self.remote) if self.backend == "remote" else None)
 
 
 # --- structuring -----------------------------------------------------------------------------------------

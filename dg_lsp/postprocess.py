@@ -314,6 +314,26 @@ def block_ended(raw: str, ctx: CursorContext, *, max_lines: int = 12) -> bool:
     return len(stop_at_dedent(text, ctx.line_prefix, max_lines, inside).split("\n")) < len(lines)
 
 
+def line_ended(raw: str, ctx: CursorContext, *, max_lines: int = 12) -> bool:
+    """Line mode, between the canvases of a line longer than its canvas: has the text so far ended? True
+    when it holds a special token, a closer it did not open, a line break after a line that ends the
+    statement (the rule `stop_at_statement_end` cuts at) or after a line broken inside a string, or more
+    than `max_lines` lines. A line still open (no break yet, or inside brackets) goes on."""
+    text = raw.replace("\r\n", "\n").replace("\r", "\n")
+    if trim_special(text) != text:
+        return True
+    syntax = syntax_for(ctx.language_id)
+    start = statement_state(ctx.prefix, syntax)
+    keep = suffix_closes(ctx.suffix, start, syntax)
+    walk = scan(text, syntax, start, keep)
+    if walk.stray >= 0 or text.count("\n") >= max_lines:
+        return True
+    finished = walk.lines[:-1]  # the lines a break already ended
+    whole = _until_broken(finished)
+    # only a line that closes everything open (as the final cut prefers) ends it early; max_lines bounds the rest
+    return len(whole) < len(finished) or any(_balanced(s, keep) for s in whole)
+
+
 def as_item_edit(completion: Completion, word_start: int, document_text: str) -> Completion:
     """For completion items: replace the word being typed, so the client's filter matches the label."""
     word = document_text[word_start:completion.start]

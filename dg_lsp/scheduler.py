@@ -12,6 +12,11 @@ future resolves, so the request that waits on it always gets a reply.
 
 Results are kept in an LRU keyed by a hash of the request and settings; a hit resolves without the worker.
 
+A `speculative` job (the completion the user will probably ask for next) never holds up anyone: it runs
+only when nothing else is queued, and a run that only speculative jobs wait on is dropped or stopped
+(between denoising steps) as soon as a job that needs a run of its own arrives; one that needs the same
+run joins it instead.
+
 A job with `canvases` > 1 (a block completion) may continue canvas after canvas (backend `complete`); after
 each canvas the text so far goes to the `on_partial` of every job still waiting on the run (worker thread).
 """
@@ -96,6 +101,7 @@ class Job:
     # cancel check) on the worker; `low_priority` runs wait while any other run is queued
     call: Callable[[InfillBackend, InfillRequest, Callable[[], bool]], object] | None = None
     low_priority: bool = False
+    speculative: bool = False  # low priority, and gives way to any other run (module docstring)
     future: Future = field(default_factory=Future)
     run: _Run | None = field(default=None, repr=False)  # set by `Scheduler.submit`
 
@@ -133,12 +139,15 @@ class Stats:
     superseded: int = 0  # jobs
     cancelled: int = 0  # jobs
     failed: int = 0  # runs
+    speculated: int = 0  # speculative jobs submitted
+    yielded: int = 0  # speculative jobs dropped or stopped for another run, or for a newer speculation
     last_latency_ms: float | None = None
 
     def as_dict(self) -> dict:
         return {"submitted": self.submitted, "cacheHits": self.cache_hits, "shared": self.shared,
                 "started": self.started, "computed": self.computed, "superseded": self.superseded,
-                "cancelled": self.cancelled, "failed": self.failed, "lastLatencyMs": self.last_latency_ms}
+                "cancelled": self.cancelled, "failed": self.failed, "speculated": self.speculated,
+                "yielded": self.yielded, "lastLatencyMs": self.last_latency_ms}
 
 
 class Scheduler:
@@ -188,10 +197,11 @@ class Scheduler:
         """Queue `job`, or attach it to the run of its cache key; the job it replaces in its lane leaves."""
         with self._cond:
             self.stats.submitted += 1
+            self.stats.speculated += job.speculative
             old = self._lanes.pop(job.lane, None)
             cached = self.cache.get(job.cache_key)
             if cached is not None:
-                self.stats.cache_hits += 1
+                self.stats.cache_hits += not job.speculative  # hits of requests, not of speculations
                 _settle(job.future, cached)
             else:
                 run = self._runs.get(job.cache_key) if job.cache_key is not None else None
@@ -205,6 +215,8 @@ class Scheduler:
                     if job.cache_key is not None:
                         self._runs[job.cache_key] = run
                 job.run = run
+                if not job.low_priority:
+                    self._make_way(run)
                 self._lanes[job.lane] = job
             if old is not None:  # after attaching: a run `old` shares with `job` goes on
                 self._leave(old, Superseded)
@@ -243,13 +255,21 @@ class Scheduler:
         if run is None or job not in run.waiters:
             return  # already resolved
         run.waiters.remove(job)
-        self._bump("superseded" if reason is Superseded else "cancelled")
+        self._bump("yielded" if job.speculative else "superseded" if reason is Superseded else "cancelled")
         _settle(job.future, error=reason())
         if not run.waiters:
             run.cancel_event.set()
             if run in self._queue:
                 self._queue.remove(run)
             self._forget(run)
+
+    def _make_way(self, run: _Run) -> None:
+        """Drop or stop every other run that only speculative jobs wait on: `run` must not wait for them."""
+        others = [*self._queue, *([self._current] if self._current is not None else [])]
+        for other in others:
+            if other is not run and other.waiters and all(job.speculative for job in other.waiters):
+                for job in list(other.waiters):
+                    self._leave(job, Superseded)
 
     def _forget(self, run: _Run) -> None:
         key = run.first.cache_key
@@ -297,7 +317,8 @@ class Scheduler:
             if self._controls:
                 return self._controls.pop(0), None
             if self._queue:
-                run = next((r for r in self._queue if not r.first.low_priority), self._queue[0])
+                # a low-priority run that a normal job joined is a normal run
+                run = next((r for r in self._queue if not all(j.low_priority for j in r.waiters)), self._queue[0])
                 delay = run.not_before - time.monotonic()
                 if delay <= 0:
                     self._queue.remove(run)
@@ -352,10 +373,13 @@ class Scheduler:
         latency = (time.perf_counter() - start) * 1000.0
         with self._cond:
             self.stats.computed += 1
-            self.stats.last_latency_ms = latency
+            # a speculation nobody waited for is not the latency of a completion the user saw
+            waited = any(not waiter.speculative for waiter in run.waiters)
+            if waited:
+                self.stats.last_latency_ms = latency
         self.cache.put(job.cache_key, result)
         self._finish(run, result)
-        if self._on_computed is not None:
+        if waited and self._on_computed is not None:
             try:
                 self._on_computed(latency)
             except Exception:  # noqa: BLE001 - a status callback must not kill the worker

@@ -15,22 +15,24 @@ from typing import Any, Callable
 
 from lsprotocol import types
 from pygls.capabilities import ServerCapabilitiesBuilder, get_capability
-from pygls.exceptions import (JsonRpcContentModified, JsonRpcException, JsonRpcInvalidParams,
-                              JsonRpcRequestCancelled)
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
 from pygls.lsp.server import LanguageServer
 
 from dg_lsp.engine.errors import EngineError
 from dg_lsp.engine.request import MAX_CANVAS, InfillRequest, InfillResult
 from dg_lsp import convert, hints, tcp, transport
 from dg_lsp.backend import InfillBackend, make_backend
-from dg_lsp.context import (build_cursor_context, cache_key, canvas_limit_problems, canvas_room, fit_request,
-                            other_files_tokens, word_start_at)
-from dg_lsp.edits import EditError, plan_edits, plan_holes, plan_rewrite
+from dg_lsp.completion_progress import CompletionProgress, asks_for_progress
+from dg_lsp.context import (CursorContext, build_cursor_context, cache_key, canvas_limit_problems, canvas_room,
+                            fit_request, other_files_tokens, word_start_at)
+from dg_lsp.edit_commands import compute_edit, run_edit_command
 from dg_lsp.lifecycle import Lifecycle
 from dg_lsp.options import Options, parse_options, settings_section
-from dg_lsp.postprocess import Completion, as_item_edit, block_ended, continue_shown, postprocess, remember
+from dg_lsp.postprocess import (Completion, as_item_edit, block_ended, continue_shown, line_ended, postprocess,
+                                remember)
 from dg_lsp.protocol import DgProtocol, strict_converter
 from dg_lsp.scheduler import BackendUnavailable, Cancelled, Job, Scheduler, Superseded
+from dg_lsp.speculate import ACCEPTED_COMMAND, Accepted, Accepts, parse_accepted
 from dg_lsp.text import UTF8, UTF16, UTF32, Document, DocumentStore, Position
 
 __version__ = "0.1.0"
@@ -38,14 +40,8 @@ log = logging.getLogger(__name__)
 
 STATUS = "dg/status"
 STATS = "dg/stats"
-REQUEST_FAILED = -32803
 _ENCODINGS = {types.PositionEncodingKind.Utf8: UTF8, types.PositionEncodingKind.Utf16: UTF16,
               types.PositionEncodingKind.Utf32: UTF32}
-
-
-class RequestFailed(JsonRpcException):
-    CODE = REQUEST_FAILED
-    MESSAGE = "Request Failed"
 
 
 class DgServer(LanguageServer):
@@ -62,6 +58,7 @@ class DgServer(LanguageServer):
         self.hints: dict[str, list[types.Diagnostic]] = {}  # uri -> confidence hints published
         self._hint_lines: dict[str, tuple[int, int]] = {}  # uri -> edited lines not scored yet
         self._hint_tasks: dict[str, asyncio.Future] = {}  # uri -> its latest scoring
+        self.accepts = Accepts()  # accepted items whose didChange is still to come (dg_lsp/speculate.py)
         self.scheduler = Scheduler(cache_size=self.options.cache.size, on_computed=self._on_computed)
         self.model_state = "idle"
         self.model_info: dict = {}
@@ -72,7 +69,7 @@ class DgServer(LanguageServer):
         self._load_task: asyncio.Task | None = None
 
     # --- capabilities of the client ---------------------------------------------------------------------
-    def _client_has(self, *path: str) -> bool:
+    def client_has(self, *path: str) -> bool:
         node: Any = getattr(self.protocol, "client_capabilities", None)
         for name in path:
             node = getattr(node, name, None)
@@ -151,7 +148,7 @@ class DgServer(LanguageServer):
         return self._load_task
 
     async def _follow_load(self, options: Options, loaded, token: list[str], latest: list) -> None:
-        if self._client_has("window", "work_done_progress"):
+        if self.client_has("window", "work_done_progress"):
             name = f"dg-lsp/load/{next(self._tokens)}"
             try:
                 await self.work_done_progress.create_async(name)
@@ -181,25 +178,47 @@ class DgServer(LanguageServer):
         if job is not None:
             self.scheduler.cancel(job)
 
-    async def infill(self, lane: tuple, request: InfillRequest, debounce_ms: float = 0.0,
-                     other_chars: int = 0, canvases: int = 1, stop: Callable[[str], bool] | None = None,
-                     on_partial: Callable[[str], None] | None = None) -> InfillResult | None:
-        """Run `request` on the worker, or join the run of an identical request (same cache key) already
-        queued or running. None when a newer request on the same lane superseded it. The first
-        `other_chars` characters of the request are other files' context (see `fit_request`)."""
-        if self._loaded_key is None:  # a client that never sent `initialized`
-            self.start_load()
+    def make_job(self, lane: tuple, request: InfillRequest, debounce_ms: float = 0.0, other_chars: int = 0,
+                 canvases: int = 1, stop: Callable[[str], bool] | None = None,
+                 on_partial: Callable[[str], None] | None = None, speculative: bool = False) -> Job:
+        """The scheduler job of `request`, its cache key from the request and the current options. The
+        first `other_chars` characters of the request are other files' context (see `fit_request`)."""
         options = self.options
         budget, share, sampler = options.context.budget, options.context.suffix_share, options.sampler_config()
         other_tokens = other_files_tokens(options.context)
         settings = (options.backend_key(), sampler, options.sampler.seed, budget, share, other_chars, other_tokens,
                     canvases, options.inline.max_lines if canvases > 1 else None)
-        job = Job(lane=lane, request=request, sampler=sampler, seed=options.sampler.seed,
-                  cache_key=cache_key(request, settings),
-                  prepare=lambda backend, req: fit_request(req, backend.count_tokens, budget, share,
-                                                           backend.context_limit(), other_chars, other_tokens),
-                  not_before=time.monotonic() + debounce_ms / 1000.0, canvases=canvases, stop=stop,
-                  on_partial=on_partial)
+        return Job(lane=lane, request=request, sampler=sampler, seed=options.sampler.seed,
+                   cache_key=cache_key(request, settings),
+                   prepare=lambda backend, req: fit_request(req, backend.count_tokens, budget, share,
+                                                            backend.context_limit(), other_chars, other_tokens),
+                   not_before=time.monotonic() + debounce_ms / 1000.0, canvases=canvases, stop=stop,
+                   on_partial=on_partial, low_priority=speculative, speculative=speculative)
+
+    def cursor_job(self, lane: tuple, ctx: CursorContext, automatic: bool,
+                   on_partial: Callable[[str, bool], None] | None = None, speculative: bool = False) -> Job:
+        """The job of a completion at a cursor; one longer than its canvas continues canvas after canvas
+        until its mode's stop rule ends it (docs/lsp.md, maxCanvases): a line at the end of its statement, a
+        block at its dedent. `on_partial` hears the text so far and whether it goes on."""
+        inline = self.options.inline
+        debounce = inline.debounce_ms if automatic and not speculative else 0.0
+        canvases, max_lines = inline.max_canvases, inline.max_lines
+        ended = block_ended if ctx.mode == "block" else line_ended
+
+        def stop(text: str) -> bool:
+            return ended(text, ctx, max_lines=max_lines)
+
+        partial = None if on_partial is None else (lambda text: on_partial(text, not stop(text)))
+        return self.make_job(lane, ctx.request(), debounce, len(ctx.extra), canvases, stop, partial, speculative)
+
+    async def infill(self, lane: tuple, request: InfillRequest) -> InfillResult | None:
+        return await self.run_job(self.make_job(lane, request))
+
+    async def run_job(self, job: Job) -> InfillResult | None:
+        """Run `job` on the worker, or join the run of an identical request (same cache key) already
+        queued or running. None when a newer request on the same lane superseded it."""
+        if self._loaded_key is None:  # a client that never sent `initialized`
+            self.start_load()
         msg_id = self.protocol.msg_id
         if msg_id is not None:
             self._jobs_by_request[msg_id] = job
@@ -217,12 +236,24 @@ class DgServer(LanguageServer):
             if msg_id is not None:
                 self._jobs_by_request.pop(msg_id, None)
 
+    def cursor_context(self, doc: Document, offset: int, automatic: bool) -> CursorContext:
+        """The context of a completion at `offset`: requests and speculations build it alike (one cache key)."""
+        options = self.options
+        others = self.documents.recent(doc.uri, 3) if options.context.other_documents else ()
+        limit = self.context_limit()
+        room = canvas_room(options.context, limit) if limit is not None else MAX_CANVAS
+        return build_cursor_context(doc, offset, automatic=automatic, options=options.context,
+                                    line_canvas=max(1, min(options.inline.line_canvas, room)),
+                                    block_canvas=max(1, min(options.inline.block_canvas, room)), others=others,
+                                    roots=self.roots)
+
     async def complete_at(self, kind: str, uri: str, position: types.Position, automatic: bool,
-                          on_partial: Callable[[str], None] | None = None) -> tuple[Document, Completion, int] | None:
+                          on_partial: Callable[[str, bool], None] | None = None
+                          ) -> tuple[Document, Completion, int] | None:
         """The completion at a cursor: (snapshot, completion, start of the word being typed) or None.
         `kind` ("inline", "completion") names the lane: a request supersedes only older ones of its kind,
         and requests of either kind with the same context share one model run. `on_partial` hears a long
-        block's text so far after each canvas (worker thread)."""
+        block's text so far after each canvas and whether it goes on (worker thread)."""
         doc = self.documents.get(uri)
         if doc is None or not self.options.inline.enable:
             return None
@@ -230,21 +261,9 @@ class DgServer(LanguageServer):
         self.documents.viewed(uri, offset)
         if (typed := continue_shown(self.shown.get(uri), doc.text, offset)) is not None:
             return doc, typed, word_start_at(doc.text, offset, doc.line_starts[doc.line_at(offset)])
-        options = self.options
-        others = self.documents.recent(uri, 3) if options.context.other_documents else ()
-        limit = self.context_limit()
-        room = canvas_room(options.context, limit) if limit is not None else MAX_CANVAS
-        ctx = build_cursor_context(doc, offset, automatic=automatic, options=options.context,
-                                   line_canvas=max(1, min(options.inline.line_canvas, room)),
-                                   block_canvas=max(1, min(options.inline.block_canvas, room)), others=others,
-                                   roots=self.roots)
+        ctx = self.cursor_context(doc, offset, automatic)
         try:
-            debounce = options.inline.debounce_ms if automatic else 0.0
-            # a block may continue canvas after canvas until its stop rule ends it (docs/lsp.md, maxCanvases)
-            canvases = options.inline.max_canvases if ctx.mode == "block" else 1
-            max_lines = options.inline.max_lines
-            result = await self.infill((kind, uri), ctx.request(), debounce, len(ctx.extra), canvases,
-                                       lambda text: block_ended(text, ctx, max_lines=max_lines), on_partial)
+            result = await self.run_job(self.cursor_job((kind, uri), ctx, automatic, on_partial))
         except (EngineError, BackendUnavailable) as exc:
             log.info("no completion: %s", exc)
             return None
@@ -256,16 +275,36 @@ class DgServer(LanguageServer):
         current = self.documents.get(uri)
         if result is None or current is None or current.version != doc.version:
             return None
-        completion = postprocess(result.text, ctx, max_lines=options.inline.max_lines)
+        completion = postprocess(result.text, ctx, max_lines=self.options.inline.max_lines)
         if completion is None:
             return None
         self.shown[uri] = remember(ctx, completion, doc.text)
         return doc, completion, ctx.word_start
 
+    def accepted(self, accepted: Accepted) -> None:
+        """The `dg-lsp.accepted` command: speculate at the end of the accepted text once the document has it."""
+        if (offset := self.accepts.accepted(accepted, self.documents.get(accepted.uri))) is not None:
+            self.speculate(accepted.uri, offset)
+
+    def speculate(self, uri: str, offset: int) -> None:
+        """Queue the completion an automatic inline request at `offset` would ask for, as a speculative job
+        (it runs only while the worker is idle and gives way to any request): its result lands in the cache
+        under the key that request computes. Nobody awaits it."""
+        doc, inline = self.documents.get(uri), self.options.inline
+        if doc is None or not (inline.enable and inline.speculate) or self.model_state != "ready":
+            return
+        if continue_shown(self.shown.get(uri), doc.text, offset) is not None:
+            return  # the next request continues the shown completion without the model
+        ctx = self.cursor_context(doc, offset, automatic=True)  # editors ask automatically after an accept
+        self.scheduler.submit(self.cursor_job(("speculate", uri), ctx, True, speculative=True))
+
     # --- confidence hints --------------------------------------------------------------------------------
     def edited(self, uri: str, doc: Document, changes: list[tuple[int, int, str] | None]) -> None:
         """After a didChange: drop the hints the edit touched and (hints on) score its lines once the edits
-        settle. `changes`: each change's (start line, end line, new text), None for the whole text."""
+        settle. `changes`: each change's (start line, end line, new text), None for the whole text.
+        A change that brings an accepted item starts its speculation."""
+        if (offset := self.accepts.changed(doc)) is not None:
+            self.speculate(uri, offset)
         first, last, shifted = hints.edited_lines(changes, doc.line_count)
         old = self.hints.get(uri, [])
         kept = hints.keep_after_edit(old, first, last, shifted)
@@ -316,68 +355,23 @@ class DgServer(LanguageServer):
         self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
             uri=uri, diagnostics=diagnostics, version=doc.version if doc is not None else None))
 
-    async def complete_with_progress(self, token: types.ProgressToken, uri: str, position: types.Position,
+    async def complete_with_progress(self, token: types.ProgressToken | None, uri: str, position: types.Position,
                                      automatic: bool) -> tuple[Document, Completion, int] | None:
-        """`complete_at("inline", ...)` reporting on the client's work-done `token`: begin, a report per canvas
-        whose message is the raw text so far (before the stop rule's cut), end."""
-        loop = asyncio.get_running_loop()
-        progress = self.work_done_progress
-        progress.begin(token, types.WorkDoneProgressBegin(title="dg-lsp: completing", cancellable=False))
-
-        def report(text: str) -> None:
-            progress.report(token, types.WorkDoneProgressReport(message=text))
-
+        """`complete_at("inline", ...)` reporting the text so far after each canvas on the client's work-done
+        `token`, or on one the server creates for a client that asked (dg_lsp/completion_progress.py)."""
+        name = None
+        if token is None:
+            caps = getattr(self.protocol, "client_capabilities", None)
+            if not (self.client_has("window", "work_done_progress")
+                    and asks_for_progress(getattr(caps, "experimental", None))):
+                return await self.complete_at("inline", uri, position, automatic)
+            name = f"dg-lsp/complete/{next(self._tokens)}"
+        loop, report = asyncio.get_running_loop(), CompletionProgress(self.work_done_progress, token, name)
         try:
             return await self.complete_at("inline", uri, position, automatic,
-                                          lambda text: loop.call_soon_threadsafe(report, text))
+                                          lambda text, more: loop.call_soon_threadsafe(report.partial, text, more))
         finally:
-            progress.end(token, types.WorkDoneProgressEnd())
-
-    async def compute_edit(self, kind: str, uri: str, rng: types.Range | None) -> types.WorkspaceEdit:
-        doc = self.documents.get(uri)
-        if doc is None:
-            raise JsonRpcInvalidParams(f"unknown document {uri!r}: expected the uri of an open document")
-        options, limit = self.options, self.context_limit()
-        try:
-            if kind == "rewrite":
-                if not options.rewrite.enable:
-                    raise EditError("rewrite is disabled: set option rewrite.enable to true")
-                start = doc.offset_at(Position(rng.start.line, rng.start.character))
-                end = doc.offset_at(Position(rng.end.line, rng.end.character))
-                plan = plan_rewrite(doc, start, end, options.rewrite, options.context, limit)
-            else:
-                if not options.holes.enable:
-                    raise EditError("fill holes is disabled: set option holes.enable to true")
-                plan = plan_holes(doc, options.holes, options.context, limit)
-        except (EditError, EngineError) as exc:
-            raise JsonRpcInvalidParams(str(exc)) from exc
-        try:
-            result = await self.infill(("edit", uri), plan.request)
-        except (JsonRpcException, asyncio.CancelledError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - the reply names the failure
-            log.exception("%s failed", kind)
-            raise RequestFailed(f"{kind} failed: {type(exc).__name__}: {exc}") from exc
-        if result is None:
-            return types.WorkspaceEdit(changes={})  # superseded by a newer edit request on this document
-        current = self.documents.get(uri)
-        if current is None or current.version != doc.version:
-            raise JsonRpcContentModified(f"{uri} changed while the {kind} ran; run it again")
-        try:
-            edits = plan_edits(plan, result.texts, doc.eol())
-        except EditError as exc:
-            raise RequestFailed(str(exc)) from exc
-        return convert.workspace_edit(doc, edits, self._client_has("workspace", "workspace_edit", "document_changes"))
-
-    async def run_edit_command(self, kind: str, title: str, args: tuple, need_range: bool) -> types.WorkspaceEdit:
-        parsed = convert.parse_edit_args(args, self.protocol._converter, need_range=need_range)
-        edit = await self.compute_edit(kind, parsed.uri, parsed.range)
-        if parsed.apply and (edit.changes or edit.document_changes) and self._client_has("workspace", "apply_edit"):
-            try:
-                await self.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit, label=title))
-            except Exception:  # noqa: BLE001 - the edit is still returned
-                log.exception("workspace/applyEdit failed")
-        return edit
+            report.end()
 
 
 def build_server(backend_factory: Callable[[Options], InfillBackend] = make_backend) -> DgServer:
@@ -414,15 +408,12 @@ def _register(server: DgServer) -> None:  # noqa: C901 - one short handler per m
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: DgServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
         automatic = params.context.trigger_kind == types.InlineCompletionTriggerKind.Automatic
-        token = params.work_done_token
-        if token is None:
-            found = await ls.complete_at("inline", params.text_document.uri, params.position, automatic)
-        else:  # the client created work-done progress: the text so far after each canvas, as report messages
-            found = await ls.complete_with_progress(token, params.text_document.uri, params.position, automatic)
+        found = await ls.complete_with_progress(params.work_done_token, params.text_document.uri, params.position,
+                                                automatic)
         if found is None:
             return types.InlineCompletionList(items=[])
         doc, completion, _ = found
-        return convert.inline_items(doc, completion)
+        return convert.inline_items(doc, completion, ls.options.inline.speculate)
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
     async def completion(ls: DgServer, params: types.CompletionParams) -> types.CompletionList:
@@ -458,16 +449,20 @@ def _register(server: DgServer) -> None:  # noqa: C901 - one short handler per m
         if kind not in ("rewrite", "holes"):
             raise JsonRpcInvalidParams(f"code action data kind={kind!r}: expected rewrite or holes")
         parsed = convert.parse_edit_args([data], ls.protocol._converter, need_range=kind == "rewrite")
-        action.edit = await ls.compute_edit(kind, parsed.uri, parsed.range)
+        action.edit = await compute_edit(ls, kind, parsed.uri, parsed.range)
         return action
 
     @server.command(convert.REWRITE_COMMAND)
     async def rewrite_selection(ls: DgServer, *args: Any) -> types.WorkspaceEdit:
-        return await ls.run_edit_command("rewrite", "Rewrite selection", args, need_range=True)
+        return await run_edit_command(ls, "rewrite", "Rewrite selection", args, need_range=True)
 
     @server.command(convert.FILL_HOLES_COMMAND)
     async def fill_holes(ls: DgServer, *args: Any) -> types.WorkspaceEdit:
-        return await ls.run_edit_command("holes", "Fill holes", args, need_range=False)
+        return await run_edit_command(ls, "holes", "Fill holes", args, need_range=False)
+
+    @server.command(ACCEPTED_COMMAND)
+    def accepted(ls: DgServer, *args: Any) -> None:
+        ls.accepted(parse_accepted(args))
 
     @server.feature(STATS)
     def stats(ls: DgServer, params: Any) -> dict:

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from dg_lsp.engine.config import GEMMA_FAMILY, ModelConfig, load_config, read_config
+from dg_lsp.engine.confidence import hole_confidences
 from dg_lsp.engine.context_cache import ContextCache
 from dg_lsp.engine.device import choose_dtype, resolve_device
 from dg_lsp.engine.errors import CheckpointError, ConfigError, InfillCancelled, RequestError
@@ -37,6 +38,7 @@ from dg_lsp.engine.prompt import Layout, build_layout, continue_after, with_canv
 from dg_lsp.engine.quantize import check_scheme, quantize_model, weight_bytes
 from dg_lsp.engine.request import InfillRequest, InfillResult, SamplerConfig
 from dg_lsp.engine.graphs import StepGraphs
+from dg_lsp.engine.length import chosen_lengths, end_probability
 from dg_lsp.engine.sampler import held_back_ends, propose, resize_hole, update_canvas
 from dg_lsp.engine.tokenizer import Tokenizer, load_tokenizer
 
@@ -58,6 +60,9 @@ class StepState:
     lengths: tuple[int, ...] = ()
     expanded: int = 0
     deleted: int = 0
+    # [N] probability each committed position's token had under the step that committed it (NaN: still
+    # noise); None where not tracked (variable-length canvases). InfillResult.confidences comes from it
+    probs: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -138,21 +143,23 @@ class Engine:
 
     def complete(self, request: InfillRequest, sampler: SamplerConfig = SamplerConfig(),
                  generator: torch.Generator | None = None, cancel: Callable[[], bool] | None = None) -> InfillResult:
-        layout = build_layout(request, self.tokenizer, self.cfg)
+        layout = self.layout_for(request, sampler, cancel)
         encode_ms = denoise_ms = 0.0
         last = None
         for last in self.infill_layout(layout, sampler, generator, cancel):
             encode_ms += last.encode_ms
             denoise_ms += last.step_ms
         assert last is not None and last.done
+        lengths = last.lengths or [end - start for start, end in layout.holes]
         return InfillResult(texts=self.decode_holes(layout, last.canvas, last.lengths), steps=last.step + 1,
-                            canvas_tokens=len(last.canvas), encode_ms=encode_ms, denoise_ms=denoise_ms)
+                            canvas_tokens=len(last.canvas), encode_ms=encode_ms, denoise_ms=denoise_ms,
+                            confidences=hole_confidences(last.canvas, last.probs, lengths, self.cfg.end_ids))
 
     def infill(self, request: InfillRequest, sampler: SamplerConfig = SamplerConfig(),
                generator: torch.Generator | None = None,
                cancel: Callable[[], bool] | None = None) -> Iterator[StepState]:
         """Yield the state after every denoising step; the last one has done=True."""
-        layout = build_layout(request, self.tokenizer, self.cfg)  # errors surface here, before any work
+        layout = self.layout_for(request, sampler, cancel)  # errors surface here, before any denoising
         return self.infill_layout(layout, sampler, generator, cancel)
 
     def continue_infill(self, request: InfillRequest, sampler: SamplerConfig = SamplerConfig(),
@@ -168,7 +175,7 @@ class Engine:
         denoising step of every canvas, as in `infill`."""
         if not isinstance(max_canvases, int) or max_canvases < 1:
             raise RequestError(f"max_canvases={max_canvases!r}: expected an integer >= 1")
-        layout = build_layout(request, self.tokenizer, self.cfg)  # errors surface here, before any work
+        layout = self.layout_for(request, sampler, cancel)  # errors surface here, before any denoising
         if len(layout.holes) != 1 or any(layout.init):
             max_canvases = 1
         return self._continue(layout, sampler, generator, cancel, max_canvases, stop)
@@ -197,6 +204,33 @@ class Engine:
                 raise InfillCancelled("infill cancelled between canvases")
             layout = following
 
+    def layout_for(self, request: InfillRequest, sampler: SamplerConfig,
+                   cancel: Callable[[], bool] | None = None) -> Layout:
+        """The request's token layout; with `sampler.canvas_length == "probe"` each fill hole's canvas is
+        cut to the length a first forward at the full length points to (engine.length)."""
+        layout = build_layout(request, self.tokenizer, self.cfg)
+        fill = [not init for init in layout.init]
+        if sampler.canvas_length != "probe" or self.cfg.variable_length or not any(fill):
+            return layout
+        if cancel is not None and cancel():
+            raise InfillCancelled("infill cancelled before the canvas-length probe")
+        sizes = [end - start for start, end in layout.holes]
+        chosen = self.probe_lengths(layout, fill)
+        if chosen == sizes:
+            return layout
+        holes = tuple(replace(hole, canvas=n) for hole, n in zip(request.holes, chosen))
+        return build_layout(replace(request, holes=holes), self.tokenizer, self.cfg)
+
+    @torch.inference_mode()
+    def probe_lengths(self, layout: Layout, fill: list[bool]) -> list[int]:
+        """Canvas length per hole from one forward over `layout` with every canvas position masked."""
+        end_ids = torch.tensor(sorted(self.cfg.end_ids), dtype=torch.long, device=self.device)
+        if not len(end_ids):
+            raise ConfigError(f"{self.cfg.name}: canvas_length=probe needs the model's end tokens (pad/EOS), and its "
+                              "config names none: expected canvas_length=fixed")
+        logits = CanvasForward(self, layout).logits()
+        return chosen_lengths(end_probability(logits, end_ids), [e - s for s, e in layout.holes], fill)
+
     def decode_holes(self, layout: Layout, canvas: Tensor, lengths: tuple[int, ...] = ()) -> tuple[str, ...]:
         """Text of each hole, cut at the first pad/EOS (what follows it is filler). `lengths`: canvas
         positions per hole when expand/delete tokens changed them (StepState.lengths)."""
@@ -224,10 +258,13 @@ class Engine:
         encode_ms = (time.perf_counter() - t0) * 1e3
         canvas = run.tokens[0, run.canvas_idx].clone()
         masked = canvas == cfg.mask_id
+        probs = torch.full(canvas.shape, float("nan"), device=dev)  # see StepState.probs
         if any(layout.init):  # rewrite: re-noise the share of existing tokens the model likes least
             check_cancel()
             t0 = time.perf_counter()
-            canvas, masked = self._renoise_init(canvas, masked, run.logits(), sampler.strength)
+            logits = run.logits()
+            canvas, masked = self._renoise_init(canvas, masked, logits, sampler.strength)
+            probs = torch.where(masked, probs, token_probs(canvas, logits).to(probs.dtype))  # kept tokens
             run.tokens[0, run.canvas_idx] = canvas
             encode_ms += (time.perf_counter() - t0) * 1e3
         # the fused epilogue gives every statistic but the probability of an arbitrary token (renoise) and
@@ -239,7 +276,7 @@ class Engine:
         hole_start[1:] = hole[1:] != hole[:-1]
         if not bool(masked.any()):  # nothing to fill (a rewrite that re-noised nothing): done as it is
             yield StepState(step=0, canvas=canvas.clone(), masked=masked.clone(), committed=0, encode_ms=encode_ms,
-                            step_ms=0.0, done=True)
+                            step_ms=0.0, done=True, probs=probs.clone())
             return
         if cfg.variable_length:
             yield from self._denoise_variable(layout, run, canvas, sampler, generator, check_cancel, encode_ms)
@@ -270,6 +307,7 @@ class Engine:
                     held = held_back_ends(proposal.tokens, live, hole_start, end_ids) if sampler.ends_in_order else None
                     canvas, live = update_canvas(canvas, live, proposal, current_prob, j, block_sampler, cfg.mask_id,
                                                  held)
+                probs = torch.where(masked & ~live & in_block, proposal.prob.to(probs.dtype), probs)  # committed now
                 masked = (masked & ~in_block) | live
                 previous = proposal.tokens
                 run.tokens[0, run.canvas_idx] = canvas
@@ -278,7 +316,7 @@ class Engine:
                     torch.cuda.synchronize(dev)
                 yield StepState(step=i, canvas=canvas.clone(), masked=masked.clone(),
                                 committed=before - int(masked.sum()), encode_ms=encode_ms,
-                                step_ms=(time.perf_counter() - t0) * 1e3, done=done)
+                                step_ms=(time.perf_counter() - t0) * 1e3, done=done, probs=probs.clone())
                 encode_ms, i = 0.0, i + 1
                 if done:
                     return

@@ -12,6 +12,7 @@ MAX_CANVAS = 4096  # per hole; far above any editor use, low enough that a typo 
 Confidence = Literal["max_prob", "margin", "entropy", "random"]
 Commit = Literal["schedule", "threshold", "renoise"]
 Schedule = Literal["even", "dream"]
+CanvasLength = Literal["fixed", "probe"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,9 @@ class SamplerConfig:
     # `expand_budget` expansions per hole (0: max_canvas, as DreamOn's eval sets it)
     max_canvas: int = 64
     expand_budget: int = 0
+    # "probe": each fill hole's canvas is the longest allowed, and one forward at that length picks the
+    # length the model expects (engine.length); "fixed": the canvas as the request gives it
+    canvas_length: CanvasLength = "fixed"
     # DiffusionGemma's entropy-bound sampler (engine.gemma_sampler); None: the checkpoint's generation default
     max_steps: int | None = None  # denoising steps per canvas at most (reference: 48)
     entropy_bound: float | None = None  # accepted positions' summed entropy stays under this (0.1)
@@ -112,6 +116,7 @@ class SamplerConfig:
             ("strength", self.strength, 0.0 <= self.strength <= 1.0, "a number in [0, 1]"),
             ("block_length", self.block_length, isinstance(self.block_length, int) and 0 <= self.block_length <= 4096,
              "an integer 0..4096 (0: one block)"),
+            ("canvas_length", self.canvas_length, self.canvas_length in ("fixed", "probe"), "fixed or probe"),
             ("max_canvas", self.max_canvas, isinstance(self.max_canvas, int) and 1 <= self.max_canvas <= 4096,
              "an integer 1..4096"),
             ("expand_budget", self.expand_budget, isinstance(self.expand_budget, int)
@@ -146,6 +151,11 @@ class InfillResult:
     encode_ms: float = 0.0  # prefix/suffix encode (0 when the cache was reused entirely)
     denoise_ms: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    # per hole, one value per token of its text (pad/EOS cut, as `texts`): the probability the token had
+    # under the denoising step that committed it (temperature 0: that step's max-prob). A rewrite's kept
+    # token: the model's probability of it before denoising. Empty where not tracked (variable-length
+    # canvases, DiffusionGemma)
+    confidences: tuple[tuple[float, ...], ...] = ()
 
     @property
     def text(self) -> str:

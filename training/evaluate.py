@@ -6,10 +6,12 @@ Tasks come from the held-out files only (training/corpus.py names them), drawn d
   server's line mode stops at the end of the line the same way).
 - multi-line: the cursor sits after the indentation of a line; the middle is that line and the next one to
   three lines. Exact when the completion, right-stripped, equals the middle, right-stripped.
-Canvas policy (fixed): 24 tokens for single-line, 64 for multi-line. The prefix and suffix windows are
+Canvas policy: fixed, 24 tokens for single-line and 64 for multi-line, unless the caller passes others or a
+probing sampler (`canvas_length="probe"`, engine.length), where those are the longest canvases. The prefix and suffix windows are
 cut exactly as the server cuts them (dg_lsp.context.fit_request: whole lines, 3/4 of the budget before
 the cursor, within the model's positions minus the canvas).
-Edit similarity (difflib ratio of the same two strings, averaged) gives partial credit beside it.
+Edit similarity (difflib ratio of the same two strings, averaged) gives partial credit beside it; the
+whole-line share counts answers the model ended itself with no bracket or string left open (`whole`).
 Frequency baseline: always answer the most frequent stripped line of the training files (for
 multi-line, that line repeated to the task's line count).
 """
@@ -91,29 +93,62 @@ def baseline_answer(task: Task, line: str) -> str:
     return ("\n" + indent).join([line] * len(task.middle.splitlines()))
 
 
-def run_tasks(eng, tasks: list[Task], sampler, progress=None) -> dict:
-    """Exact match and latency (ms) of one sampler setting over the tasks, split by kind."""
+def whole(task: Task, text: str, ended: bool) -> bool:
+    """A whole-line (single) or whole-block (multi) answer: non-empty, ended by the model itself (an end
+    token or, for a line, a line break inside the canvas: not cut off by the canvas running out), and
+    leaving no bracket or string it opened still open."""
+    from dg_lsp.postprocess import scan  # the server's bracket scanner (Python rules)
+
+    got, _ = compared(task, text)
+    if not got.strip() or not ended:
+        return False
+    walk = scan(got)
+    return walk.first_open < 0 and not walk.lines[-1].in_own_string()
+
+
+def run_tasks(eng, tasks: list[Task], sampler, progress=None,
+              canvas: tuple[int, int] = (SINGLE_CANVAS, MULTI_CANVAS), canvases: int = 1) -> dict:
+    """Exact match, edit similarity, whole-line share and latency (ms) of one sampler setting over the tasks,
+    split by kind. `canvas`: the canvas length (single, multi), or the longest one when the sampler probes
+    (`canvas_length="probe"`); with `canvases` > 1 a middle the canvas cut off continues canvas after canvas
+    (Engine.continue_infill) until an end token, or for a single line a line break. `canvas_mean` reports
+    the canvas positions used."""
     from dg_lsp.context import fit_request  # the server's own windowing, so the numbers are the server's
     from dg_lsp.engine.request import InfillRequest
 
+    ends = eng.cfg.end_ids
     results: dict[str, dict] = {}
     for kind in ("single", "multi"):
         subset = [t for t in tasks if t.kind == kind]
         if not subset:
             continue
-        canvas = SINGLE_CANVAS if kind == "single" else MULTI_CANVAS
-        hits, sims, latencies = 0, [], []
+        size = canvas[0] if kind == "single" else canvas[1]
+        hits, sims, wholes, sizes, latencies = 0, [], 0, [], []
         for i, task in enumerate(subset):
-            request = fit_request(InfillRequest.at_cursor(task.prefix, task.suffix, canvas), eng.count_tokens,
+            request = fit_request(InfillRequest.at_cursor(task.prefix, task.suffix, size), eng.count_tokens,
                                   CONTEXT_BUDGET, context_limit=eng.cfg.max_position_embeddings)
             t0 = time.perf_counter()
-            result = eng.complete(request, sampler)
+            if canvases > 1:
+                stop = (lambda text: "\n" in text) if kind == "single" else None
+                *_, last = eng.continue_infill(request, sampler, max_canvases=canvases, stop=stop)
+                ids, text = last.state.canvas.tolist(), last.text
+                used = len(ids) * (last.canvas + 1)
+            else:
+                *_, last = eng.infill(request, sampler)
+                ids = last.canvas.tolist()
+                used = len(ids)
+            cut = next((j for j, t in enumerate(ids) if t in ends), None)
+            if canvases <= 1:
+                text = eng.tokenizer.decode(ids[:cut])
             latencies.append((time.perf_counter() - t0) * 1e3)
-            hits += exact(task, result.text)
-            sims.append(similarity(task, result.text))
+            hits += exact(task, text)
+            sims.append(similarity(task, text))
+            wholes += whole(task, text, cut is not None or (kind == "single" and "\n" in text))
+            sizes.append(used)
             if progress:
                 progress(kind, i + 1, len(subset))
         results[kind] = {"n": len(subset), "exact": hits / len(subset), "similarity": statistics.fmean(sims),
+                         "whole": wholes / len(subset), "canvas_mean": statistics.fmean(sizes),
                          "p50_ms": statistics.median(latencies),
                          "p95_ms": float(np.percentile(latencies, 95))}
     return results

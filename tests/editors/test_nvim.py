@@ -61,13 +61,14 @@ def run_case(tmp_path: Path, case: str, renderer: str = "native", **env: str) ->
 
 
 @pytest.mark.parametrize("renderer", ["native", "virt"])
-@pytest.mark.parametrize("case", ["ghost_accept", "ghost_accept_word", "ghost_accept_line", "ghost_dismiss"])
+@pytest.mark.parametrize("case", ["ghost_accept", "ghost_accept_word", "ghost_accept_line", "ghost_dismiss",
+                                  "speculate_after_accept"])
 def test_ghost_text(tmp_path: Path, case: str, renderer: str) -> None:
     run_case(tmp_path, case, renderer)
 
 
 @pytest.mark.parametrize("case", ["rewrite", "fill", "hints", "status_and_health", "options_and_keys", "server_exits",
-                                  "server_fails"])
+                                  "server_fails", "completion_progress"])
 def test_plugin(tmp_path: Path, case: str) -> None:
     run_case(tmp_path, case)
 

@@ -48,11 +48,11 @@ def test_each_invalid_key_is_named_with_the_expected_value_and_only_it_falls_bac
 
 
 def test_unknown_keys_and_wrong_shapes():
-    options, problems = parse_options({"sampler": [1, 2], "colour": "red", "backend": "remote"})
+    options, problems = parse_options({"sampler": [1, 2], "colour": "red", "backend": "cloud"})
     assert options == Options()
     assert any("option sampler = [1, 2] is invalid: expected an object" in p for p in problems)
     assert any("unknown option colour: expected one of backend, model" in p for p in problems)
-    assert any("option backend = 'remote' is invalid: expected engine or fake" in p for p in problems)
+    assert any("option backend = 'cloud' is invalid: expected engine, fake or remote" in p for p in problems)
     _, problems = parse_options(["not", "an", "object"])
     assert problems and "expected an object" in problems[0]
 
@@ -80,3 +80,51 @@ def test_sampler_config_and_backend_key():
     assert moved.backend_key() != options.backend_key()
     quantized, _ = parse_options({"model": {"quantize": "int8"}})
     assert quantized.model.quantize == "int8" and quantized.backend_key() != options.backend_key()
+
+
+def test_variable_length_options_reach_the_sampler_config_and_bad_ones_are_named():
+    options, problems = parse_options({"sampler": {"maxCanvas": 128, "expandBudget": 16}})
+    assert problems == []
+    config = options.sampler_config()
+    assert config.max_canvas == 128 and config.expand_budget == 16
+    default = Options().sampler_config()
+    assert default.max_canvas == 64 and default.expand_budget == 0  # DreamOn's eval settings
+    options, problems = parse_options({"sampler": {"maxCanvas": 0, "expandBudget": -1}})
+    assert options.sampler_config().max_canvas == 64 and options.sampler_config().expand_budget == 0
+    assert problems == ["option sampler.maxCanvas = 0 is invalid: expected an integer 1..4096; using the default 64",
+                        "option sampler.expandBudget = -1 is invalid: expected an integer 0..4096 (0: maxCanvas); "
+                        "using the default 0"]
+
+
+def test_canvas_length_option_reaches_the_sampler_config_and_a_bad_one_is_named():
+    assert Options().sampler_config().canvas_length == "fixed"
+    options, problems = parse_options({"sampler": {"canvasLength": "probe"}})
+    assert problems == [] and options.sampler_config().canvas_length == "probe"
+    options, problems = parse_options({"sampler": {"canvasLength": "guess"}})
+    assert options.sampler_config().canvas_length == "fixed"
+    assert len(problems) == 1 and "sampler.canvasLength" in problems[0] and "fixed or probe" in problems[0]
+
+
+def test_speculate_is_on_by_default_and_takes_only_booleans():
+    assert Options().inline.speculate is True
+    options, problems = parse_options({"inline": {"speculate": False}})
+    assert options.inline.speculate is False and problems == []
+    options, problems = parse_options({"inline": {"speculate": "no"}})
+    assert options.inline.speculate is True and problems == [
+        "option inline.speculate = 'no' is invalid: expected true or false; using the default True"]
+
+
+def test_the_server_hands_the_variable_length_options_to_the_jobs_it_submits():
+    from dg_lsp.engine.request import InfillRequest
+    from dg_lsp.server import DgServer
+
+    server = DgServer()
+    try:
+        server.apply_options({"backend": "fake", "sampler": {"maxCanvas": 96, "expandBudget": 8}})
+        job = server.make_job(("inline", "file:///a.py"), InfillRequest.at_cursor("x = ", "\n", 8))
+        assert (job.sampler.max_canvas, job.sampler.expand_budget) == (96, 8)
+        server.apply_options({"backend": "fake", "sampler": {"maxCanvas": 32}})
+        other = server.make_job(("inline", "file:///a.py"), InfillRequest.at_cursor("x = ", "\n", 8))
+        assert other.sampler.max_canvas == 32 and other.cache_key != job.cache_key  # a result of one is not the other's
+    finally:
+        server.scheduler.stop()

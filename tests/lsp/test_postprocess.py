@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dg_lsp.options import ContextOptions
-from dg_lsp.postprocess import (C_LIKE, PYTHON, Completion, as_item_edit, block_ended, continue_shown, postprocess,
+from dg_lsp.postprocess import (C_LIKE, PYTHON, Completion, as_item_edit, block_ended, continue_shown, line_ended,
+                                postprocess,
                                 remember, scan, stop_at_dedent, trim_special)
 
 from .test_context import ctx_at
@@ -162,3 +163,18 @@ def test_typing_into_a_shown_completion_offers_the_rest():
 ])
 def test_block_ended_is_the_stop_rule_between_canvases(marked, text, ended):
     assert block_ended(text, ctx_at(marked), max_lines=3) is ended
+
+
+@pytest.mark.parametrize("marked, text, ended", [
+    ("x = █\n", "compute(1, 2", False),  # no break yet: the line goes on into the next canvas
+    ("x = █\n", "compute(1, 2)\ny = 3", True),  # a break after a whole statement
+    ("x = █\n", "compute(1,\n      2", False),  # a break inside the brackets it opened
+    ("x = █\n", "compute(1,\n      2)\n", True),  # ... and the line that closes them
+    ("f(█)\n", "a, b)", True),  # closes the bracket the suffix already closes: a closer it did not open
+    ("x = █\n", "'abc\nd", True),  # a line broken inside a string
+    ("x = █\n", "ab<|endoftext|>", True),
+    ("x = [█\n", "1, 2,\n", False),  # inside the prefix's open bracket, not closed yet
+    ("x = [█\n", "1, 2]\n", True),
+])
+def test_line_ended_is_the_stop_rule_between_a_lines_canvases(marked, text, ended):
+    assert line_ended(text, ctx_at(marked), max_lines=3) is ended

@@ -35,7 +35,8 @@ async def test_initialize_advertises_features_and_reports_loading(client: Langua
     assert caps.inline_completion_provider is not None
     assert caps.completion_provider is not None
     assert caps.code_action_provider is not None
-    assert set(caps.execute_command_provider.commands) == {"dg-lsp.rewriteSelection", "dg-lsp.fillHoles"}
+    assert set(caps.execute_command_provider.commands) == {"dg-lsp.rewriteSelection", "dg-lsp.fillHoles",
+                                                          "dg-lsp.accepted"}
     assert caps.text_document_sync.change == types.TextDocumentSyncKind.Incremental
     status = await wait_for_state(client, ("ready",))
     assert status["model"] == "fake" and status["device"] == "cpu"
@@ -453,3 +454,67 @@ async def test_a_long_block_cancelled_between_canvases_gets_request_cancelled(cl
     assert (after["cancelled"], after["computed"]) == (1, 0)
     assert len(recorded(record)) >= 2  # the second canvas had started
     assert client.progress_reports["cut"][1].message == PIECES[0]
+
+
+# a line of two canvases: the first ends inside the call's brackets, so the line goes on; the second closes
+# them and breaks the line, which ends it (the third piece is never asked for)
+LINE_PIECES = ["compute(alpha, beta,", " gamma)\nprint(1)\n", "never"]
+
+
+async def test_a_line_longer_than_its_canvas_continues_to_the_end_of_its_statement(client: LanguageClient,
+                                                                                   tmp_path):
+    record = tmp_path / "requests.jsonl"
+    text = "def add(a, b):\n    \n"
+    await initialize(client, fake_options(fake={"responses": {"x = ": "\f".join(LINE_PIECES)},
+                                                "recordPath": str(record)}))
+    open_doc(client, URI, text)
+    # automatic, at the end of a line that has text: line mode
+    change_doc(client, URI, 2, (1, 4), (1, 4), "x = ")
+    result = await client.text_document_inline_completion_async(inline_params(URI, 1, 8, automatic=True))
+    assert len(recorded(record)) == 2  # two canvases, then the statement had ended
+    assert [i.insert_text for i in result.items] == ["compute(alpha, beta, gamma)"]
+
+
+def asking_for_progress() -> types.ClientCapabilities:
+    """A client that puts no token on its inline requests but asks the server for completion progress
+    (Neovim's plugin, the VS Code extension)."""
+    caps = capabilities()
+    caps.experimental = {"dgCompletionProgress": True}
+    return caps
+
+
+async def ended_progress(client: LanguageClient, known: set) -> list:
+    """The reports of the one progress token the server created since `known`, once it has ended."""
+    for _ in range(2000):  # polling what the client received; no timing is asserted
+        fresh = [token for token in client.progress_reports if token not in known]
+        reports = client.progress_reports[fresh[0]] if fresh else []
+        if reports and isinstance(reports[-1], types.WorkDoneProgressEnd):
+            assert len(fresh) == 1, fresh
+            return reports
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no ended completion progress: {client.progress_reports}")
+
+
+async def test_a_client_that_asks_gets_progress_on_a_token_the_server_creates(client: LanguageClient):
+    await initialize(client, fake_options(fake={"responses": LONG_BLOCK}), caps=asking_for_progress())
+    open_doc(client, URI, SOURCE)
+    known = set(client.progress_reports)  # the model load's
+    result = await client.text_document_inline_completion_async(inline_params(URI, 1, 4))
+    assert [i.insert_text for i in result.items] == ["total = a\n    total += b\n    return total"]
+    reports = await ended_progress(client, known)
+    assert isinstance(reports[0], types.WorkDoneProgressBegin) and reports[0].title == "dg-lsp: completing"
+    messages = [r.message for r in reports[1:-1]]
+    so_far = ["".join(PIECES[:n]) for n in (1, 2, 3)]
+    # the token exists once the client answered its creation: the latest text then, and each one after
+    assert messages and messages[-1] == so_far[-1] and messages == so_far[so_far.index(messages[0]):]
+
+
+async def test_a_block_done_in_one_canvas_creates_no_progress(client: LanguageClient):
+    await initialize(client, fake_options(fake={"responses": {"def add(a, b):\n    ": "return a + b\n\nprint(1)"}}),
+                     caps=asking_for_progress())
+    open_doc(client, URI, SOURCE)
+    known = set(client.progress_reports)
+    result = await client.text_document_inline_completion_async(inline_params(URI, 1, 4))
+    assert [i.insert_text for i in result.items] == ["return a + b"]
+    await settled_stats(client)  # dg/stats is answered after anything the completion sent
+    assert set(client.progress_reports) == known

@@ -35,20 +35,27 @@ export function languageClient(settings: Settings, output: vscode.LogOutputChann
   return new LanguageClient(SECTION, 'dg-lsp', settings.command, clientOptions);
 }
 
-/** Model-load progress goes to the status bar item (in place of the client's own progress display). */
+/**
+ * The server's work-done progress goes to the status bar item (in place of the client's own progress
+ * display): the model load, and long completions, which the server reports on tokens it creates because
+ * the client declares `experimental.dgCompletionProgress` (docs/lsp.md, "Progress of a long completion").
+ */
 export class LoadProgressFeature implements StaticFeature {
   private readonly listeners = new Map<string | number, vscode.Disposable>();
 
   constructor(private readonly client: Client, private readonly status: StatusBar) {}
 
-  fillClientCapabilities(capabilities: { window?: { workDoneProgress?: boolean } }): void {
+  fillClientCapabilities(capabilities: { window?: { workDoneProgress?: boolean }; experimental?: unknown }): void {
     (capabilities.window ??= {}).workDoneProgress = true;
+    const experimental = typeof capabilities.experimental === 'object' && capabilities.experimental !== null
+      ? capabilities.experimental : {};
+    capabilities.experimental = { ...experimental, dgCompletionProgress: true };
   }
 
   initialize(): void {
     this.client.onRequest(WorkDoneProgressCreateRequest.type, ({ token }) => {
       this.listeners.set(token, this.client.onProgress(WorkDoneProgress.type, token, (value) => {
-        this.status.onProgress(value as LoadProgress);
+        this.status.onProgress(value as LoadProgress, token);
         if (value.kind === 'end') {
           this.listeners.get(token)?.dispose();
           this.listeners.delete(token);

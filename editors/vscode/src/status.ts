@@ -1,5 +1,6 @@
-// The status bar item: model loading progress, then model, device and the latest latency. `describe` is
-// pure (state in, words out); `StatusBar` only writes its result onto the item.
+// The status bar item: model loading progress, then model, device and the latest latency; while a long
+// completion runs, how many lines it has so far. `describe` is pure (state in, words out); `StatusBar` only
+// writes its result onto the item.
 import * as vscode from 'vscode';
 
 /** The `dg/status` notification. */
@@ -11,7 +12,7 @@ export interface ServerStatus {
   lastLatencyMs?: number | null;
 }
 
-/** Work-done progress of the model load (`$/progress` begin / report / end). */
+/** Work-done progress of the model load or a long completion (`$/progress` begin / report / end). */
 export interface LoadProgress {
   kind: 'begin' | 'report' | 'end';
   title?: string;
@@ -25,6 +26,14 @@ export interface StatusView {
   error: boolean;
 }
 
+/** The title of a long completion's progress; its report messages are the text so far. */
+export const COMPLETING = 'dg-lsp: completing';
+
+/** Lines of the text so far (a trailing line break starts no line yet). */
+export function linesSoFar(text: string | undefined): number {
+  return text ? text.replace(/\r?\n$/, '').split(/\r?\n/).length : 0;
+}
+
 function shortModel(model: string): string {
   const parts = model.split(/[\\/]/).filter((p) => p !== '');
   return parts.length > 0 ? parts[parts.length - 1] : model;
@@ -33,6 +42,12 @@ function shortModel(model: string): string {
 export function describe(status: ServerStatus | undefined, progress?: LoadProgress, stopped?: string): StatusView {
   if (stopped !== undefined) {
     return { text: '$(circle-slash) dg', tooltip: `dg-lsp: ${stopped} (dg-lsp: Restart server)`, error: true };
+  }
+  if (progress !== undefined && progress.kind !== 'end' && progress.title === COMPLETING) {
+    const lines = linesSoFar(progress.message);
+    const count = lines === 0 ? '' : ` ${lines} ${lines === 1 ? 'line' : 'lines'}`;
+    return { text: `$(sync~spin) dg-lsp: completing…${count}`,
+      tooltip: progress.message ? `${COMPLETING}…\n${progress.message}` : `${COMPLETING}…`, error: false };
   }
   if (progress !== undefined && progress.kind !== 'end') {
     const pct = progress.percentage !== undefined ? ` ${Math.round(progress.percentage)}%` : '';
@@ -63,7 +78,8 @@ export function describe(status: ServerStatus | undefined, progress?: LoadProgre
 
 export class StatusBar implements vscode.Disposable {
   private status?: ServerStatus;
-  private progress?: LoadProgress;
+  // per token, the latest-updated last: a completion superseded by the next one may end after it began
+  private readonly progress = new Map<string | number, LoadProgress>();
   private stoppedReason?: string;
 
   constructor(private readonly item: vscode.StatusBarItem) {
@@ -75,7 +91,8 @@ export class StatusBar implements vscode.Disposable {
 
   /** A new server process: forget what the previous one said. */
   starting(): void {
-    this.status = this.progress = this.stoppedReason = undefined;
+    this.status = this.stoppedReason = undefined;
+    this.progress.clear();
     this.render();
   }
 
@@ -85,19 +102,23 @@ export class StatusBar implements vscode.Disposable {
     this.render();
   }
 
-  onProgress(progress: LoadProgress): void {
-    this.progress = progress.kind === 'end' ? undefined : { ...this.progress, ...progress };
+  onProgress(progress: LoadProgress, token: string | number = ''): void {
+    const before = this.progress.get(token);
+    this.progress.delete(token);
+    if (progress.kind !== 'end') {
+      this.progress.set(token, { ...before, ...progress });
+    }
     this.render();
   }
 
   stopped(reason: string): void {
-    this.progress = undefined;
+    this.progress.clear();
     this.stoppedReason = reason;
     this.render();
   }
 
   private render(): void {
-    const view = describe(this.status, this.progress, this.stoppedReason);
+    const view = describe(this.status, [...this.progress.values()].pop(), this.stoppedReason);
     this.item.text = view.text;
     this.item.tooltip = view.tooltip;
     this.item.backgroundColor = view.error ? new vscode.ThemeColor('statusBarItem.errorBackground') : undefined;

@@ -100,6 +100,38 @@ function C.ghost_dismiss(H, renderer)
   H.no_errors(child)
 end
 
+--- Accepting all of the ghost text runs the item's command: the server computes the completion at the new
+--- cursor while idle, so the request Neovim sends there is answered from the cache (no second model run).
+function C.speculate_after_accept(H, renderer)
+  local settings = { backend = 'fake', fake = { responses = { [BEFORE] = 'return a + b', ['return a + b'] = '  # the sum' } } }
+  local child = open(H, 'speculate', FUNCTION, { settings = settings, renderer = renderer })
+  ghost_at_body(H, child, 'return a + b', renderer)
+  child:input('<Tab>')
+  wait_line(child, 'accepted text', 2, '    return a + b')
+  child:wait('the next completion as ghost text', 'return T.ghost() == "  # the sum"')
+  local stats = child:wait('the worker idle', 'local s = T.stats() return s and s.pending == 0 and s')
+  H.eq({ 1, 2 }, { stats.speculated, stats.started }, 'speculations and model runs')
+  assert(stats.cacheHits >= 1, 'the request at the new cursor was no cache hit: ' .. vim.inspect(stats))
+  H.no_errors(child)
+end
+
+--- A block completion over three canvases shows how many lines it has so far in the status while it runs;
+--- at its end the status is the model's again.
+function C.completion_progress(H)
+  local fill = 'total = a\n\f    total += b\n\f    return total\nprint(1)\n\fnever'
+  local child = open(H, 'progress', FUNCTION, { settings = fake(fill) })
+  child:lua([[T.seen = {}
+    vim.api.nvim_create_autocmd('LspProgress', { callback = function() table.insert(T.seen, require('dg').statusline()) end })]])
+  ghost_at_body(H, child, 'total = a\n    total += b\n    return total')
+  child:wait('the end of the progress', 'return #T.seen > 0 and not T.seen[#T.seen]:find("completing")')
+  local seen = child:lua('return T.seen')
+  -- the raw text so far: the last canvas's `print(1)` line is there until the stop rule cuts the block at it
+  assert(vim.tbl_contains(seen, 'dg-lsp: completing… 4 lines'), 'the status never showed 4 lines: ' .. vim.inspect(seen))
+  H.eq({}, vim.tbl_filter(function(line) return line:find('0 lines') end, seen), 'statuses with no lines yet')
+  H.eq('dg-lsp ready · model fake · device cpu · kernels none', seen[#seen]:gsub(' · last %d+ ms$', ''), 'the status at the end')
+  H.no_errors(child)
+end
+
 function C.rewrite(H)
   local child = open(H, 'rewrite', { 'def add(a, b):', '    return a + b', '' })
   child:input('gg0wvf):Dg rewrite<CR>') -- charwise: "add(a, b)"

@@ -22,7 +22,10 @@ function M.setup(opts)
   })
   vim.api.nvim_create_autocmd('LspProgress', {
     group = group,
-    callback = function(ev) require('dg.status').on_progress(ev.data) end,
+    callback = function(ev)
+      require('dg.status').on_progress(ev.data)
+      vim.cmd.redrawstatus() -- statuslines showing M.statusline() follow the model load and long completions
+    end,
   })
   for _, buf in ipairs(vim.api.nvim_list_bufs()) do
     if vim.api.nvim_buf_is_loaded(buf) and vim.tbl_contains(options.server.filetypes, vim.bo[buf].filetype) then

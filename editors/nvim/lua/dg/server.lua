@@ -77,6 +77,10 @@ function M.start(bufnr)
     cmd = opts.cmd,
     root_dir = vim.fs.root(bufnr, opts.root_markers) or vim.fn.getcwd(),
     init_options = objects(opts.settings),
+    -- the server then reports long completions as progress on tokens it creates (vim.lsp.inline_completion
+    -- puts none on its requests); dg.status shows it
+    capabilities = vim.tbl_deep_extend('force', vim.lsp.protocol.make_client_capabilities(),
+      { experimental = { dgCompletionProgress = true } }),
     handlers = { ['dg/status'] = status.on_status },
     on_attach = function(client, buf)
       require('dg.ghost').attach(client, buf)

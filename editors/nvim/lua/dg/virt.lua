@@ -54,7 +54,7 @@ local function request(bufnr)
       return
     end
     local text = type(item.insertText) == 'string' and item.insertText or item.insertText.value
-    show(bufnr, { row = cursor[1] - 1, col = cursor[2], text = text })
+    show(bufnr, { row = cursor[1] - 1, col = cursor[2], text = text, command = item.command })
   end, bufnr)
   s.request = id
 end
@@ -92,9 +92,15 @@ function M.accept(bufnr, kind)
   if not item then
     return false
   end
+  local client = vim.lsp.get_client_by_id(state[bufnr].client_id)
   vim.schedule(function() -- called from an <expr> mapping, where the text is locked
     hide(bufnr)
     require('dg.ghost').insert(bufnr, { row = item.row, col = item.col, end_row = item.row, end_col = item.col }, item.text, kind)
+    if kind == 'all' and item.command and client then -- as vim.lsp.inline_completion does on accept (the
+      -- server then computes the next completion while idle); the request flushes the didChange first
+      server.call(client, 'request', 'workspace/executeCommand',
+        { command = item.command.command, arguments = item.command.arguments }, function() end, bufnr)
+    end
   end)
   return true
 end

@@ -60,6 +60,27 @@ test('dg/status notifications and load progress update the status bar item', asy
   assert.equal(item.text, '$(sparkle) dg dg-small · cuda:0 · 12 ms');
 });
 
+test('the client asks for completion progress and the status bar shows it until its end', async () => {
+  const { client, item } = await activated();
+  const c = client();
+  const capabilities: { window?: { workDoneProgress?: boolean }; experimental?: Record<string, unknown> } = {
+    experimental: { other: 1 } };
+  c.features.forEach((feature) => feature.fillClientCapabilities(capabilities as never));
+  assert.deepEqual(capabilities, { window: { workDoneProgress: true }, experimental: { other: 1, dgCompletionProgress: true } });
+  c.notifications.get('dg/status')!({ model: 'fake', device: 'cpu', kernels: 'none', state: 'ready', lastLatencyMs: 4 });
+  c.requests.get('window/workDoneProgress/create')!({ token: 'dg-lsp/complete/2' });
+  const progress = c.progress.get('dg-lsp/complete/2')!;
+  progress({ kind: 'begin', title: 'dg-lsp: completing', cancellable: false });
+  progress({ kind: 'report', message: 'total = a\n' });
+  assert.equal(item.text, '$(sync~spin) dg-lsp: completing… 1 line');
+  progress({ kind: 'report', message: 'total = a\n    total += b\n    return total' });
+  assert.equal(item.text, '$(sync~spin) dg-lsp: completing… 3 lines');
+  assert.match(item.tooltip as string, /return total/);
+  progress({ kind: 'end' });
+  assert.equal(item.text, '$(sparkle) dg fake · cpu · 4 ms');
+  assert.ok(!c.progress.has('dg-lsp/complete/2'), 'the progress listener is released at the end');
+});
+
 test('Rewrite selection sends the selection to dg-lsp.rewriteSelection', async () => {
   const { client } = await activated();
   select(2, 4, 3, 10);

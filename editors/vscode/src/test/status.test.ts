@@ -51,3 +51,28 @@ test('StatusBar follows progress, status and stop', () => {
   assert.equal(item.text, '$(circle-slash) dg');
   assert.equal((item.backgroundColor as unknown as { id: string }).id, 'statusBarItem.errorBackground');
 });
+
+test('a long completion shows how many lines it has so far, its text in the tooltip', () => {
+  const view = describe({ state: 'ready', model: 'fake', device: 'cpu' },
+    { kind: 'report', title: 'dg-lsp: completing', message: 'total = a\n    total += b\n' });
+  assert.equal(view.text, '$(sync~spin) dg-lsp: completing… 2 lines');
+  assert.equal(view.tooltip, 'dg-lsp: completing…\ntotal = a\n    total += b\n');
+  assert.equal(describe({ state: 'ready' }, { kind: 'report', title: 'dg-lsp: completing', message: 'x = 1' }).text,
+    '$(sync~spin) dg-lsp: completing… 1 line');
+  assert.equal(describe({ state: 'ready' }, { kind: 'begin', title: 'dg-lsp: completing' }).text,
+    '$(sync~spin) dg-lsp: completing…');
+});
+
+test('StatusBar keeps a newer completion when an older one ends after it began', () => {
+  const item = new FakeStatusBarItem('dg-lsp', 2);
+  const bar = new StatusBar(item as unknown as vscode.StatusBarItem);
+  bar.update({ state: 'ready', model: 'fake', device: 'cpu', lastLatencyMs: 3 });
+  bar.onProgress({ kind: 'begin', title: 'dg-lsp: completing' }, 'c1');
+  bar.onProgress({ kind: 'report', message: 'a\nb\nc' }, 'c1');
+  bar.onProgress({ kind: 'begin', title: 'dg-lsp: completing' }, 'c2');
+  bar.onProgress({ kind: 'report', message: 'x\n' }, 'c2');
+  bar.onProgress({ kind: 'end' }, 'c1');
+  assert.equal(item.text, '$(sync~spin) dg-lsp: completing… 1 line');
+  bar.onProgress({ kind: 'end' }, 'c2');
+  assert.equal(item.text, '$(sparkle) dg fake · cpu · 3 ms');
+});

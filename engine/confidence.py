@@ -1,0 +1,30 @@
+"""Per-token confidences of a finished canvas: what `InfillResult.confidences` holds.
+
+The denoising loop keeps, per canvas position, the probability its token had under the step that
+committed it (NaN until then). Here that vector becomes one tuple per hole, cut where the hole's text is
+cut (the first pad/EOS, as Engine.decode_holes), so there is one value per token of the returned text.
+Both the sequential path (Engine.infill_layout) and the batched one (engine.batch_forward) call this, so the
+two cannot disagree on the alignment.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from torch import Tensor
+
+
+def hole_confidences(canvas: Tensor, probs: Tensor | None, lengths: Iterable[int],
+                     end_ids: frozenset[int]) -> tuple[tuple[float, ...], ...]:
+    """canvas, probs: [N] over every hole's positions in order; lengths: positions per hole. () when the
+    loop did not track probabilities (variable-length canvases)."""
+    if probs is None:
+        return ()
+    ids, values = canvas.tolist(), probs.tolist()
+    out, offset = [], 0
+    for n in lengths:
+        part = ids[offset: offset + n]
+        cut = next((i for i, t in enumerate(part) if t in end_ids), n)
+        out.append(tuple(float(p) for p in values[offset: offset + cut]))
+        offset += n
+    return tuple(out)
