@@ -56,6 +56,30 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="print device, model, kernel availability and time a test infill")
     _add_model_args(doctor)
 
+    serve = sub.add_parser("serve", help="serve the HTTP infill API with Ray Serve (docs/serving.md)")
+    serve.add_argument("--model", default=None, help=MODEL_HELP)
+    # Ray places replicas by what they declare, so the device is said, not detected
+    serve.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cpu, or cuda: one GPU per replica")
+    serve.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: per device)")
+    serve.add_argument("--family", default=None, help=FAMILY_HELP)
+    serve.add_argument("--quantize", default=None, choices=["int8"], help="weight-only quantization")
+    serve.add_argument("--replicas", type=int, default=1, help="engine replicas (cuda: one GPU each)")
+    serve.add_argument("--threads", type=int, default=1, help="CPUs (torch threads) per CPU replica")
+    serve.add_argument("--host", dest="serve_host", metavar="HOST", default="127.0.0.1",
+                       help="HTTP host (default 127.0.0.1; loopback unless told)")
+    serve.add_argument("--port", dest="serve_port", metavar="PORT", type=int, default=8000,
+                       help="HTTP port (default 8000)")
+    serve.add_argument("--allow-remote", dest="allow_remote_serve", action="store_true",
+                       help="allow --host to be an address other machines can reach (prints a warning)")
+    serve.add_argument("--token-file", dest="serve_token_file", metavar="FILE", default=None,
+                       help="clients must send this file's text as a bearer token (default: $DG_LSP_TOKEN if set)")
+    serve.add_argument("--max-body-bytes", type=_positive, default=1024 * 1024,
+                       help="larger request bodies get 413 (default 1 MiB)")
+    serve.add_argument("--max-batch-size", type=int, default=8, help="requests denoised together at most (1: off)")
+    serve.add_argument("--batch-wait-ms", type=float, default=10.0,
+                       help="how long a batch waits to fill (default 10 ms)")
+    serve.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")
+
     pull = sub.add_parser("pull", help="download a checkpoint from the Hugging Face Hub into its cache")
     pull.add_argument("repo", help="org/name or org/name@revision (branch, tag or commit)")
     sub.add_parser("models", help="list the checkpoints in the Hugging Face cache and the embedded model")
@@ -92,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         return demo(args)
     if args.command == "doctor":
         from dg_lsp.doctor import run
+
+        return run(args)
+    if args.command == "serve":
+        from dg_lsp.serving.serve_cmd import run
 
         return run(args)
     if args.command == "pull":

@@ -31,6 +31,7 @@ from dg_lsp.options import Options, parse_options, settings_section
 from dg_lsp.postprocess import (Completion, as_item_edit, block_ended, continue_shown, line_ended, postprocess,
                                 remember)
 from dg_lsp.protocol import DgProtocol, strict_converter
+from dg_lsp.remote_http import RemoteUnavailable
 from dg_lsp.scheduler import BackendUnavailable, Cancelled, Job, Scheduler, Superseded
 from dg_lsp.speculate import ACCEPTED_COMMAND, Accepted, Accepts, parse_accepted
 from dg_lsp.text import UTF8, UTF16, UTF32, Document, DocumentStore, Position
@@ -61,6 +62,7 @@ class DgServer(LanguageServer):
         self.accepts = Accepts()  # accepted items whose didChange is still to come (dg_lsp/speculate.py)
         self.scheduler = Scheduler(cache_size=self.options.cache.size, on_computed=self._on_computed)
         self.model_state = "idle"
+        self.problem: str | None = None  # a remote backend that stopped answering (remote_outage)
         self.model_info: dict = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self._jobs_by_request: dict[Any, Job] = {}
@@ -86,8 +88,18 @@ class DgServer(LanguageServer):
         self.protocol.notify(STATUS, {
             "model": info.get("model"), "device": info.get("device"), "kernels": info.get("kernels"),
             "quantize": info.get("quantize"), "state": self.model_state,
-            "lastLatencyMs": self.scheduler.stats.last_latency_ms,
+            "lastLatencyMs": self.scheduler.stats.last_latency_ms, "problem": self.problem,
         })
+
+    def remote_outage(self, message: str | None) -> None:
+        """A remote backend stopped answering (message) or answers again (None): told once each way."""
+        if (message is None) == (self.problem is None):
+            return
+        self.problem = message
+        self.show(f"dg-lsp: {message}; completions are empty until it answers" if message else
+                  "dg-lsp: the remote model answers again", types.MessageType.Warning if message else
+                  types.MessageType.Info)
+        self.send_status()
 
     def _on_computed(self, latency_ms: float) -> None:  # worker thread
         if self.loop is not None and not self.loop.is_closed():
@@ -128,7 +140,7 @@ class DgServer(LanguageServer):
         work-done progress and status notifications in a task."""
         options = self.options
         self._loaded_key = options.backend_key()
-        self.model_state = "loading"
+        self.model_state, self.problem = "loading", None
         self.send_status()
         loop = asyncio.get_running_loop()
         token: list[str] = []  # set once the client has accepted the progress token
@@ -165,9 +177,12 @@ class DgServer(LanguageServer):
             self.check_limits()
         except Exception as exc:  # noqa: BLE001 - told to the user; requests then answer empty
             self.model_state, self.model_info, end = "error", {}, f"model load failed: {exc}"
-            where = options.model.path or "the embedded model"
-            self.show(f"could not load {where} ({type(exc).__name__}: {exc}); completions are off until "
-                      f"model.path or model.device is fixed", types.MessageType.Error)
+            remote = options.backend == "remote"
+            where = f"the remote model at {options.remote.url}" if remote else options.model.path or "the embedded model"
+            fix = "remote.url is fixed or the remote answers (a settings change retries)" if remote else \
+                "model.path or model.device is fixed"
+            self.show(f"could not load {where} ({type(exc).__name__}: {exc}); completions are off until {fix}",
+                      types.MessageType.Error)
         if token:
             self.work_done_progress.end(token[0], types.WorkDoneProgressEnd(message=end))
         self.send_status()
@@ -266,12 +281,16 @@ class DgServer(LanguageServer):
             result = await self.run_job(self.cursor_job((kind, uri), ctx, automatic, on_partial))
         except (EngineError, BackendUnavailable) as exc:
             log.info("no completion: %s", exc)
+            if isinstance(exc, RemoteUnavailable):
+                self.remote_outage(str(exc))
             return None
         except (JsonRpcException, asyncio.CancelledError):
             raise
         except Exception:  # noqa: BLE001 - a failing backend must not cost the reply
             log.exception("completion failed")
             return None
+        if result is not None and self.problem is not None:
+            self.remote_outage(None)
         current = self.documents.get(uri)
         if result is None or current is None or current.version != doc.version:
             return None

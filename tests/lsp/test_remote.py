@@ -478,6 +478,16 @@ async def test_lsp_completes_through_the_remote_and_survives_losing_it(client: L
         assert await inline_texts(client, 4, 0) == []  # unreachable: an empty reply, not a hang or an error
         info = await stats(client)
         assert info["failed"] == 1 and info["modelState"] == "ready" and info["torchLoaded"] is False
+        # the outage is told once (a warning and the status's problem), not per request
+        assert await inline_texts(client, 4, 1) == []
+        warned = [m.message for m in client.messages if m.type == types.MessageType.Warning and "unreachable" in m.message]
+        assert len(warned) == 1 and f"remote.url {stand_in.url}" in warned[0]
+        assert "unreachable" in (client.statuses[-1].get("problem") or "")
+        stand_in = StandIn(port)  # back without a reload: the next completion works and the notice clears
+        assert await inline_texts(client, 1, 4) == ["return a + b"]
+        assert client.statuses[-1].get("problem") is None
+        assert any(m.type == types.MessageType.Info and "answers again" in m.message for m in client.messages)
+        stand_in.stop()
 
         client.statuses.clear()  # a reload (any remote.* change) checks the remote again: it is down
         client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
@@ -493,6 +503,7 @@ async def test_lsp_completes_through_the_remote_and_survives_losing_it(client: L
         client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
             settings={"dg-lsp": remote_options(stand_in.url, timeoutMs=6000)}))
         await wait_for_state(client, ("ready",))
+        assert client.statuses[-1].get("problem") is None  # a reload starts with no outage
         assert await inline_texts(client, 4, 0) == ["print(a)"]
     finally:
         stand_in.stop()
