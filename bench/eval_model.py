@@ -1,8 +1,12 @@
-"""Evaluate a model on held-out files: exact match and latency per sampler, beside a frequency baseline.
+"""Evaluate a model on held-out files: exact match, next-identifier accuracy, whole-line edit similarity and
+latency per sampler, each beside its frequency baseline (training/evaluate.py, training/identifiers.py).
 
-    python bench/eval_model.py [--model DIR|ORG/NAME] [--single 300] [--multi 150] [--out bench/results/eval]
+    python bench/eval_model.py [--model DIR|ORG/NAME] [--single 300] [--multi 150] [--ident 300]
+                               [--manifest training/corpus_manifest.json | --scan] [--out bench/results/eval]
 
-Prints a markdown table, and writes results.json and quality_vs_steps.png under --out.
+The held-out and train files come from the pinned corpus manifest (rebuilt and hash-checked;
+--allow-missing skips files that are not installed here, and says how many), or with --scan from whatever
+this interpreter has. Prints markdown tables, and writes results.json and quality_vs_steps.png under --out.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 from datetime import date
@@ -20,8 +23,9 @@ import torch
 
 from dg_lsp import engine
 from dg_lsp.engine.request import SamplerConfig
-from dg_lsp.training.corpus import collect
-from dg_lsp.training.evaluate import baseline_answer, exact, frequency_baseline, make_tasks, run_tasks, similarity
+from dg_lsp.training.evaluate import baselines, make_tasks, run_tasks
+from dg_lsp.training.identifiers import make_ident_tasks
+from dg_lsp.training.train import DEFAULT_MANIFEST, load_training_corpus
 
 POLICIES = {
     "confidence": lambda steps: SamplerConfig(steps=steps, commit="schedule", confidence="max_prob"),
@@ -36,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="checkpoint directory or Hugging Face repo id org/name[@rev] (default: the embedded model)")
     parser.add_argument("--single", type=int, default=300)
     parser.add_argument("--multi", type=int, default=150)
+    parser.add_argument("--ident", type=int, default=300, help="next-identifier tasks (half inside, half after)")
+    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
+    parser.add_argument("--scan", action="store_true", help="scan this interpreter instead of the manifest")
+    parser.add_argument("--allow-missing", action="store_true")
     parser.add_argument("--steps", default="4,8,16")
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--seed", type=int, default=0)
@@ -48,17 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     info = eng.describe()
     print(f"model {info['model']}: {info['params'] / 1e6:.2f}M params on {info['device']} ({info['dtype']})",
           file=sys.stderr)
-    corpus = collect()
+    corpus = load_training_corpus(args)
     held = [(f.relpath, f.read_text()) for f in corpus.held_out]
-    tasks = make_tasks(held, args.single, args.multi, seed=args.seed)
+    tasks = make_tasks(held, args.single, args.multi, seed=args.seed) + make_ident_tasks(held, args.ident, args.seed)
     print(f"{len(tasks)} tasks from {len(held)} held-out files "
           f"({', '.join(corpus.held_out_spec.stdlib_modules + corpus.held_out_spec.distributions)})", file=sys.stderr)
-    line = frequency_baseline([f.read_text() for f in corpus.train])
-    baseline, baseline_similarity = {}, {}
-    for kind in ("single", "multi"):
-        answers = [(t, baseline_answer(t, line)) for t in tasks if t.kind == kind]
-        baseline[kind] = sum(exact(t, a) for t, a in answers) / max(1, len(answers))
-        baseline_similarity[kind] = statistics.fmean([similarity(t, a) for t, a in answers] or [0.0])
+    print(f"fitting the frequency baselines on {len(corpus.train)} train files ...", file=sys.stderr)
+    t0 = time.perf_counter()
+    base = baselines(tasks, [f.read_text() for f in corpus.train])
+    print(f"baselines fitted on {len(corpus.train)} train files ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    line = base["line"]
+    baseline = {k: base[k]["exact"] for k in ("single", "multi") if k in base}
+    baseline_similarity = {k: base[k]["similarity"] for k in ("single", "multi") if k in base}
 
     rows = []
     for policy in args.policies.split(","):
@@ -73,18 +82,22 @@ def main(argv: list[str] | None = None) -> int:
 
             res = run_tasks(eng, tasks, POLICIES[policy](steps), progress)
             rows.append({"policy": policy, "steps": steps, **{f"{k}_{m}": v[m] for k, v in res.items()
-                                                              for m in ("exact", "similarity", "p50_ms", "p95_ms")}})
+                                                              for m in METRICS if m in v}})
             print(f"{policy:10s} steps {steps:2d}: single EM {res['single']['exact']:.3f} "
                   f"(p50 {res['single']['p50_ms']:.0f} ms), multi EM {res['multi']['exact']:.3f} "
-                  f"(p50 {res['multi']['p50_ms']:.0f} ms)  [{time.perf_counter() - t0:.0f} s]", file=sys.stderr)
+                  f"(p50 {res['multi']['p50_ms']:.0f} ms), next identifier "
+                  f"{res.get('ident', {}).get('next_ident', float('nan')):.3f}  [{time.perf_counter() - t0:.0f} s]",
+                  file=sys.stderr)
 
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"model": info, "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
             "threads": args.threads, "tasks": {"single": args.single, "multi": args.multi, "seed": args.seed},
             "baseline_line": line, "baseline": baseline,
-            "baseline_similarity": baseline_similarity, "rows": rows}
+            "baseline_similarity": baseline_similarity, "baselines": base, "rows": rows}
     (args.out / "results.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(table(meta))
+    print()
+    print(secondary_table(meta))
     plot(meta, args.out / "quality_vs_steps.png")
     return 0
 
@@ -98,6 +111,27 @@ def table(meta: dict) -> str:
     b, s = meta["baseline"], meta["baseline_similarity"]
     out.append(f"| frequency baseline (`{meta['baseline_line']}`) | – | {b['single']:.1%} | {s['single']:.2f} | – | "
                f"{b['multi']:.1%} | {s['multi']:.2f} | – |")
+    return "\n".join(out)
+
+
+METRICS = ("exact", "similarity", "line_similarity", "next_ident", "next_ident_inside", "next_ident_after",
+           "p50_ms", "p95_ms")
+
+
+def secondary_table(meta: dict) -> str:
+    """The metrics that move before exact match does: next-identifier accuracy and whole-line similarity."""
+    out = ["| sampler | steps | next identifier | inside | after | ident line sim. | single line sim. | multi line sim. |",
+           "|---|---|---|---|---|---|---|---|"]
+    cell = lambda r, k, fmt: format(r[k], fmt) if k in r else "–"  # noqa: E731
+    for r in meta["rows"]:
+        out.append(f"| {r['policy']} | {r['steps']} | {cell(r, 'ident_next_ident', '.1%')} | "
+                   f"{cell(r, 'ident_next_ident_inside', '.1%')} | {cell(r, 'ident_next_ident_after', '.1%')} | "
+                   f"{cell(r, 'ident_line_similarity', '.2f')} | {cell(r, 'single_line_similarity', '.2f')} | "
+                   f"{cell(r, 'multi_line_similarity', '.2f')} |")
+    b = {f"{k}_{m}": v for k, d in meta["baselines"].items() if isinstance(d, dict) for m, v in d.items()}
+    out.append(f"| frequency baseline | – | {cell(b, 'ident_next_ident', '.1%')} | {cell(b, 'ident_next_ident_inside', '.1%')} | "
+               f"{cell(b, 'ident_next_ident_after', '.1%')} | {cell(b, 'ident_line_similarity', '.2f')} | "
+               f"{cell(b, 'single_line_similarity', '.2f')} | {cell(b, 'multi_line_similarity', '.2f')} |")
     return "\n".join(out)
 
 

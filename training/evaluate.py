@@ -14,6 +14,14 @@ Edit similarity (difflib ratio of the same two strings, averaged) gives partial 
 whole-line share counts answers the model ended itself with no bracket or string left open (`whole`).
 Frequency baseline: always answer the most frequent stripped line of the training files (for
 multi-line, that line repeated to the task's line count).
+
+Beside exact match, so that progress shows while it stays low:
+- next-identifier accuracy on "ident" tasks (training/identifiers.py: the cursor inside or right after an
+  identifier; the answer counts when the next identifier written is the true one), with its frequency
+  baseline (the commonest identifier with the typed start, or after the same previous word);
+- whole-line edit similarity (`line_similarity`): the cursor's line(s) as they read after the completion
+  is inserted, against the true line(s), from the first non-blank character, so a mid-line cursor is
+  judged on the line the user sees, not only on the inserted piece.
 """
 
 from __future__ import annotations
@@ -37,7 +45,9 @@ class Task:
     prefix: str
     middle: str
     suffix: str
-    kind: str  # "single" or "multi"
+    kind: str  # "single", "multi" or "ident" (a single-line task whose cursor is at an identifier)
+    answer: str = ""  # ident tasks: the identifier to write
+    mode: str = ""  # ident tasks: "inside" or "after" (training/identifiers.py)
 
 
 def make_tasks(files: list[tuple[str, str]], n_single: int, n_multi: int, seed: int = 0) -> list[Task]:
@@ -66,7 +76,7 @@ def make_tasks(files: list[tuple[str, str]], n_single: int, n_multi: int, seed: 
 def compared(task: Task, completion: str) -> tuple[str, str]:
     """What a task compares, right-stripped: the completion (its first line for single-line tasks) and
     the middle."""
-    got = completion.split("\n", 1)[0] if task.kind == "single" else completion
+    got = completion.split("\n", 1)[0] if task.kind != "multi" else completion
     return got.rstrip(), task.middle.rstrip()
 
 
@@ -81,13 +91,23 @@ def similarity(task: Task, completion: str) -> float:
     return difflib.SequenceMatcher(None, got, want, autojunk=False).ratio()
 
 
+def line_similarity(task: Task, completion: str) -> float:
+    """Edit similarity of the whole line(s) at the cursor: the line's start before the cursor, then the
+    completion (as `exact` compares it), then the line's rest after the middle, against the true line(s);
+    leading whitespace aside, so indentation gives no free credit."""
+    got, want = compared(task, completion)
+    head = task.prefix[task.prefix.rfind("\n") + 1:].lstrip()
+    tail = task.suffix.split("\n", 1)[0].rstrip()
+    return difflib.SequenceMatcher(None, head + got + tail, head + want + tail, autojunk=False).ratio()
+
+
 def frequency_baseline(train_texts: list[str]) -> str:
     counts = Counter(line.strip() for text in train_texts for line in text.splitlines() if line.strip())
     return counts.most_common(1)[0][0]
 
 
 def baseline_answer(task: Task, line: str) -> str:
-    if task.kind == "single":
+    if task.kind != "multi":
         return line
     indent = task.prefix[len(task.prefix.rstrip(" \t")):]
     return ("\n" + indent).join([line] * len(task.middle.splitlines()))
@@ -116,20 +136,23 @@ def run_tasks(eng, tasks: list[Task], sampler, progress=None,
     from dg_lsp.context import fit_request  # the server's own windowing, so the numbers are the server's
     from dg_lsp.engine.request import InfillRequest
 
+    from dg_lsp.training.identifiers import score_ident
+
     ends = eng.cfg.end_ids
     results: dict[str, dict] = {}
-    for kind in ("single", "multi"):
+    for kind in ("single", "multi", "ident"):
         subset = [t for t in tasks if t.kind == kind]
         if not subset:
             continue
-        size = canvas[0] if kind == "single" else canvas[1]
-        hits, sims, wholes, sizes, latencies = 0, [], 0, [], []
+        size = canvas[1] if kind == "multi" else canvas[0]
+        line_mode = kind != "multi"
+        hits, sims, line_sims, texts, wholes, sizes, latencies = 0, [], [], [], 0, [], []
         for i, task in enumerate(subset):
             request = fit_request(InfillRequest.at_cursor(task.prefix, task.suffix, size), eng.count_tokens,
                                   CONTEXT_BUDGET, context_limit=eng.cfg.max_position_embeddings)
             t0 = time.perf_counter()
             if canvases > 1:
-                stop = (lambda text: "\n" in text) if kind == "single" else None
+                stop = (lambda text: "\n" in text) if line_mode else None
                 *_, last = eng.continue_infill(request, sampler, max_canvases=canvases, stop=stop)
                 ids, text = last.state.canvas.tolist(), last.text
                 used = len(ids) * (last.canvas + 1)
@@ -143,12 +166,74 @@ def run_tasks(eng, tasks: list[Task], sampler, progress=None,
             latencies.append((time.perf_counter() - t0) * 1e3)
             hits += exact(task, text)
             sims.append(similarity(task, text))
-            wholes += whole(task, text, cut is not None or (kind == "single" and "\n" in text))
+            line_sims.append(line_similarity(task, text))
+            texts.append(text)
+            wholes += whole(task, text, cut is not None or (line_mode and "\n" in text))
             sizes.append(used)
             if progress:
                 progress(kind, i + 1, len(subset))
         results[kind] = {"n": len(subset), "exact": hits / len(subset), "similarity": statistics.fmean(sims),
+                         "line_similarity": statistics.fmean(line_sims),
                          "whole": wholes / len(subset), "canvas_mean": statistics.fmean(sizes),
                          "p50_ms": statistics.median(latencies),
                          "p95_ms": float(np.percentile(latencies, 95))}
+        if kind == "ident":
+            scored = score_ident(subset, texts)
+            results[kind]["next_ident"] = scored.accuracy
+            results[kind].update({f"next_ident_{m}": v for m, v in scored.by_mode.items()})
     return results
+
+
+def baselines(tasks: list[Task], train_texts: list[str]) -> dict:
+    """The frequency baselines of every metric, per kind: the commonest line (exact, similarity, line
+    similarity) and, for ident tasks, the identifier baseline (training/identifiers.py)."""
+    from dg_lsp.training.identifiers import IdentifierStats, score_ident
+
+    line = frequency_baseline(train_texts)
+    stats = IdentifierStats(train_texts) if any(t.kind == "ident" for t in tasks) else None
+    out: dict = {"line": line}
+    for kind in ("single", "multi", "ident"):
+        subset = [t for t in tasks if t.kind == kind]
+        if not subset:
+            continue
+        answers = [stats.answer(t) if kind == "ident" else baseline_answer(t, line) for t in subset]
+        out[kind] = {"exact": statistics.fmean(exact(t, a) for t, a in zip(subset, answers)),
+                     "similarity": statistics.fmean(similarity(t, a) for t, a in zip(subset, answers)),
+                     "line_similarity": statistics.fmean(line_similarity(t, a) for t, a in zip(subset, answers))}
+        if kind == "ident":
+            scored = score_ident(subset, answers)
+            out[kind]["next_ident"] = scored.accuracy
+            out[kind].update({f"next_ident_{m}": v for m, v in scored.by_mode.items()})
+    return out
+
+
+def evaluate_model(model_dir, corpus, train_texts: list[str], single: int, multi: int, ident: int,
+                   steps: int = 8, device: str = "cpu", seed: int = 0, progress=None) -> dict:
+    """One sampler setting (confidence, `steps`) of an exported model on held-out tasks, beside the
+    baselines: what a training run reports when it has exported (`train --export`)."""
+    from dg_lsp import engine
+    from dg_lsp.engine.request import SamplerConfig
+    from dg_lsp.training.identifiers import make_ident_tasks
+
+    say = progress or (lambda _m: None)
+    held = [(f.relpath, f.read_text()) for f in corpus.held_out]
+    tasks = make_tasks(held, single, multi, seed=seed) + make_ident_tasks(held, ident, seed=seed)
+    eng = engine.load(model_dir, device=device)
+    say(f"evaluating {model_dir} on {len(tasks)} held-out tasks ({steps} steps, confidence sampler)")
+    last = [0.0]
+
+    def tick(kind, done, total):
+        if time.perf_counter() - last[0] > 10 or done == total:
+            last[0] = time.perf_counter()
+            say(f"  {kind}: {done}/{total}")
+
+    model = run_tasks(eng, tasks, SamplerConfig(steps=steps, commit="schedule", confidence="max_prob"), tick)
+    base = baselines(tasks, train_texts)
+    summary = {kind: {"exact": m["exact"], "line_similarity": m["line_similarity"],
+                      "baseline_exact": base[kind]["exact"], "baseline_line_similarity": base[kind]["line_similarity"]}
+               for kind, m in model.items()}
+    if "ident" in model:
+        summary["ident"].update(next_ident=model["ident"]["next_ident"],
+                                baseline_next_ident=base["ident"]["next_ident"])
+    return {"model": str(model_dir), "steps": steps, "seed": seed, "results": model, "baselines": base,
+            "summary": summary}
