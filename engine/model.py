@@ -1,11 +1,13 @@
 """The transformer, in call order: model, block, attention, MLP, then the free functions.
 
-One set of weights serves three ways of running:
+One set of weights serves these ways of running:
 - `forward`: every row at once under an explicit attention mask (training, the reference sampler, parity
   tests against transformers). Causal mode is `mask=None, causal=True`; bidirectional is `mask=None`.
 - `encode`: context rows (prefix, middle segments, suffix) causally, appended to an existing cache, so a
   prefix shared with the last request is never recomputed.
 - `denoise`: only the active rows (the canvas) against the cached context K/V, no mask among them.
+- `denoise_padded`: `denoise` for several requests at once (engine.batch_forward): their rows packed, their
+  caches padded to one shape and attended under a key-padding mask.
 
 Norm, RoPE and canvas attention go through `kernels.ops_for(device)`: Triton on CUDA, the torch reference
 elsewhere. Shapes: B batch, T rows, D hidden, H query heads, Hkv key/value heads, Dh head dim.
@@ -129,6 +131,43 @@ class Transformer(nn.Module):
 
         out = self._run(tokens, positions, attend)
         return out if keep is None else (out, kept)
+
+    def denoise_padded(self, tokens: Tensor, positions: Tensor, cache: KVCache, slots: Tensor, key_mask: Tensor,
+                       row_mask: Tensor | None = None) -> Tensor:
+        """`denoise` for a batch of requests padded to a common shape (engine.batch_forward): final-norm
+        hidden states [B, R, D] of the rows (zeros for padding rows).
+
+        cache: per layer [B, Hkv, K, Dh], each request's context K/V and a slot for each of its canvas rows.
+        Every layer first writes the rows' K/V into their `slots` ([B, R] indices into K), then each row
+        attends to the keys its request's `key_mask` ([B, K] bool) allows: a padding key never reaches a
+        real row. row_mask ([B, R] bool, None: all real) marks the real rows: only they run (packed, so
+        the linear layers never see padding) and only they write a slot. The cache is modified in place;
+        what a slot holds after the call is its row's K/V from this forward."""
+        scale = self.cfg.head_dim ** -0.5
+        b, r = tokens.shape
+        if row_mask is None:
+            row_mask = torch.ones_like(tokens, dtype=torch.bool)
+        bi, ri = row_mask.nonzero(as_tuple=True)  # [N] each: the real rows, packed
+        si = slots[bi, ri]
+        mask = key_mask[:, None, None, :]  # [B, 1, 1, K] broadcasts over heads and rows
+
+        def attend(i: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+            # q: [1, H, N, Dh]; k, v: [1, Hkv, N, Dh]
+            cache.k[i][bi, :, si] = k[0].transpose(0, 1)  # [N, Hkv, Dh] into their slots
+            cache.v[i][bi, :, si] = v[0].transpose(0, 1)
+            hq, hkv, dh = q.shape[1], k.shape[1], q.shape[3]
+            padded = q.new_zeros(b, r, hq, dh)
+            padded[bi, ri] = q[0].transpose(0, 1)
+            # query head h reads K/V head h // group: fold each group into one head of group * R rows, so
+            # each K/V head is read once (as kernels.cpu.canvas_attention does)
+            folded = padded.transpose(1, 2).reshape(b, hkv, (hq // hkv) * r, dh)
+            out = F.scaled_dot_product_attention(folded, cache.k[i], cache.v[i], attn_mask=mask, scale=scale)
+            return out.reshape(b, hq, r, dh)[bi, :, ri].transpose(0, 1)[None]  # [1, H, N, Dh]
+
+        packed = self._run(tokens[bi, ri][None], positions[bi, ri][None], attend)  # [1, N, D]
+        hidden = packed.new_zeros(b, r, packed.shape[-1])
+        hidden[bi, ri] = packed[0]
+        return hidden
 
     def _run(self, tokens: Tensor, positions: Tensor, attend) -> Tensor | None:
         """The blocks in order; `attend(layer, q, k, v)` is the mode's attention (None: stop there).
