@@ -35,7 +35,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from dg_lsp.engine.confidence import hole_confidences
+from dg_lsp.engine.confidence import hole_confidences, hole_tokens
 from dg_lsp.engine.errors import InfillCancelled
 from dg_lsp.engine.forward import _scatter_rows  # the sequential path's own fill-in: same proposals
 from dg_lsp.engine.model import KVCache
@@ -175,7 +175,8 @@ class Member:
         lengths = [end - start for start, end in layout.holes]
         return InfillResult(texts=eng.decode_holes(layout, self.canvas), steps=self.step,
                             canvas_tokens=len(self.canvas), encode_ms=self.encode_ms, denoise_ms=self.denoise_ms,
-                            confidences=hole_confidences(self.canvas, self.probs, lengths, eng.cfg.end_ids))
+                            confidences=hole_confidences(self.canvas, self.probs, lengths, eng.cfg.end_ids),
+                            token_ids=hole_tokens(self.canvas, self.probs, lengths, eng.cfg.end_ids))
 
 
 class PaddedCanvas:

@@ -28,3 +28,18 @@ def hole_confidences(canvas: Tensor, probs: Tensor | None, lengths: Iterable[int
         out.append(tuple(float(p) for p in values[offset: offset + cut]))
         offset += n
     return tuple(out)
+
+
+def hole_tokens(canvas: Tensor, probs: Tensor | None, lengths: Iterable[int],
+                end_ids: frozenset[int]) -> tuple[tuple[int, ...], ...]:
+    """The token ids of each hole's text, cut as `hole_confidences` cuts (one id per confidence; () where
+    it gives none)."""
+    if probs is None:
+        return ()
+    ids, out, offset = canvas.tolist(), [], 0
+    for n in lengths:
+        part = ids[offset: offset + n]
+        cut = next((i for i, t in enumerate(part) if t in end_ids), n)
+        out.append(tuple(part[:cut]))
+        offset += n
+    return tuple(out)

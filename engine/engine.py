@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from dg_lsp.engine.config import GEMMA_FAMILY, ModelConfig, load_config, read_config
-from dg_lsp.engine.confidence import hole_confidences
+from dg_lsp.engine.confidence import hole_confidences, hole_tokens
 from dg_lsp.engine.context_cache import ContextCache
 from dg_lsp.engine.device import choose_dtype, resolve_device
 from dg_lsp.engine.errors import CheckpointError, ConfigError, InfillCancelled, RequestError
@@ -153,7 +153,8 @@ class Engine:
         lengths = last.lengths or [end - start for start, end in layout.holes]
         return InfillResult(texts=self.decode_holes(layout, last.canvas, last.lengths), steps=last.step + 1,
                             canvas_tokens=len(last.canvas), encode_ms=encode_ms, denoise_ms=denoise_ms,
-                            confidences=hole_confidences(last.canvas, last.probs, lengths, self.cfg.end_ids))
+                            confidences=hole_confidences(last.canvas, last.probs, lengths, self.cfg.end_ids),
+                            token_ids=hole_tokens(last.canvas, last.probs, lengths, self.cfg.end_ids))
 
     def infill(self, request: InfillRequest, sampler: SamplerConfig = SamplerConfig(),
                generator: torch.Generator | None = None,

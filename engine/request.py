@@ -156,6 +156,7 @@ class InfillResult:
     # token: the model's probability of it before denoising. Empty where not tracked (variable-length
     # canvases, DiffusionGemma)
     confidences: tuple[tuple[float, ...], ...] = ()
+    token_ids: tuple[tuple[int, ...], ...] = ()  # per hole, the tokens `confidences` are of (same cut)
 
     @property
     def text(self) -> str:

@@ -198,17 +198,21 @@ class Batcher:
                      denoise_ms=outcome.denoise_ms, batch_size=size)
 
     def _tokens(self, result: InfillResult, hole: int) -> tuple[Token, ...]:
-        """A hole's text as tokens, each with the probability it was committed with.
-
-        `InfillResult.confidences` has one value per canvas token of the text, but the result carries no
-        token ids: the text is tokenized again, which gives the canvas tokens back whenever the model
-        wrote the tokenizer's own split of it. Where it did not (the counts differ), or the engine keeps
-        no confidences (DiffusionGemma, variable-length canvases), confidences are None."""
+        """A hole's text as tokens, each with the probability it was committed with. The engine gives the
+        tokens it wrote (`InfillResult.token_ids`); each token's text is what it adds to the decoded text
+        before it, so tokens that split a character still join up to the whole text. Without them
+        (DiffusionGemma, variable-length canvases) the text is tokenized again and confidences are None."""
         tok = self.engine.tokenizer
-        texts = [tok.decode([i]) for i in tok.encode(result.texts[hole])]
+        ids = result.token_ids[hole] if hole < len(result.token_ids) else ()
         confidences = result.confidences[hole] if hole < len(result.confidences) else ()
-        probs = list(confidences) if len(confidences) == len(texts) else [None] * len(texts)
-        return tuple(Token(t, p) for t, p in zip(texts, probs))
+        if not ids or len(ids) != len(confidences):
+            return tuple(Token(tok.decode([i]), None) for i in tok.encode(result.texts[hole]))
+        tokens, before = [], ""
+        for k, p in enumerate(confidences):
+            text = tok.decode(list(ids[: k + 1]))
+            tokens.append(Token(text[len(before):] if text.startswith(before) else tok.decode([ids[k]]), p))
+            before = text
+        return tuple(tokens)
 
 
 def _set_threads(threads: int) -> None:

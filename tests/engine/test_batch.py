@@ -44,7 +44,8 @@ def assert_same(batched, sequential):
         if isinstance(s, Exception):
             assert type(b) is type(s) and str(b) == str(s)
             continue
-        assert (b.texts, b.steps, b.canvas_tokens) == (s.texts, s.steps, s.canvas_tokens)
+        assert (b.texts, b.steps, b.canvas_tokens, b.token_ids) == (s.texts, s.steps, s.canvas_tokens, s.token_ids)
+        assert [len(t) for t in b.token_ids] == [len(c) for c in b.confidences]  # one confidence per token
         assert [len(c) for c in b.confidences] == [len(c) for c in s.confidences]
         for cb, cs in zip(b.confidences, s.confidences):
             assert cb == pytest.approx(cs, rel=1e-5, abs=1e-6)

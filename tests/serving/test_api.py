@@ -38,21 +38,22 @@ def test_the_middle_is_the_engines(make_client, backend):
     assert body["middle"] == expected.text and body["canvas_tokens"] == 12
 
 
-def test_confidences_are_the_engines_when_the_tokens_line_up(backend):
-    """Each token carries the probability the engine committed it with; None when the model's tokens cannot
-    be recovered from the text (the tokenizer splits it differently)."""
+def test_every_token_carries_the_probability_the_engine_committed_it_with(make_client, backend):
+    """The API's tokens are the engine's own (InfillResult.token_ids), with their commit confidences, and
+    join up to the middle; without the engine's tokens the text is tokenized again, confidences null."""
     from dg_lsp.engine.request import InfillResult
 
-    batcher = loaded_batcher(backend)
-    tok = backend.engine.tokenizer
+    client, _ = make_client()
+    body = client.post("/v1/infill", json={**GOOD, "max_tokens": 12, "sampler": {"steps": 6}}).json()
+    expected = backend.engine.complete(InfillRequest.at_cursor(GOOD["prefix"], GOOD["suffix"], 12),
+                                       SamplerConfig(steps=6))
+    (tokens,) = body["tokens"]
+    assert [t["confidence"] for t in tokens] == pytest.approx(list(expected.confidences[0]))
+    assert len(tokens) == len(expected.token_ids[0]) and "".join(t["text"] for t in tokens) == body["middle"]
+    assert all(0.0 < t["confidence"] <= 1.0 for t in tokens)
     text = "return a + b"
-    n = len(tok.encode(text))
-    aligned = batcher._tokens(InfillResult(texts=(text,), steps=1, canvas_tokens=n,
-                                           confidences=(tuple(0.5 for _ in range(n)),)), 0)
-    assert [t.confidence for t in aligned] == [0.5] * n and "".join(t.text for t in aligned) == text
-    off = batcher._tokens(InfillResult(texts=(text,), steps=1, canvas_tokens=n + 1,
-                                       confidences=(tuple(0.5 for _ in range(n + 1)),)), 0)
-    assert [t.confidence for t in off] == [None] * n
+    bare = loaded_batcher(backend)._tokens(InfillResult(texts=(text,), steps=1, canvas_tokens=4), 0)
+    assert "".join(t.text for t in bare) == text and {t.confidence for t in bare} == {None}
 
 
 @pytest.mark.parametrize("extra, canvas", [({"mode": "block"}, 48), ({"max_tokens": 7}, 7)])
