@@ -141,7 +141,12 @@ def main(argv=None) -> int:
     p.add_argument("--suffix-chars", type=int, default=200)
     p.add_argument("--no-compact", action="store_true", help="also measure finished requests kept as padding")
     p.add_argument("--out", default=None, help="JSON file (default: bench/results/batch[-shape-dtype].json)")
+    p.add_argument("--plot", nargs="+", default=None, metavar="JSON",
+                   help="no run: plot requests/s against B from these result files into bench/results/batch.png")
     args = p.parse_args(argv)
+    if args.plot:
+        plot([Path(f) for f in args.plot], ROOT / "bench" / "results" / "batch.png")
+        return 0
     torch.set_num_threads(args.threads)
     eng = engine_for(args)
     sampler = SamplerConfig(steps=args.steps, halt_when_stable=args.halt, commit=args.commit)
@@ -168,6 +173,31 @@ def main(argv=None) -> int:
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(table(meta, rows, list(paths)))
     return 0
+
+
+def plot(files: list[Path], out: Path) -> None:
+    """Requests/s against batch size, sequential and batched, one panel per result file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, axes = plt.subplots(1, len(files), figsize=(5.5 * len(files), 4), squeeze=False)
+    for ax, f in zip(axes[0], files):
+        data = json.loads(f.read_text())
+        meta, rows = data["meta"], data["rows"]
+        for name, style in (("sequential", "o--"), ("batched", "s-")):
+            ax.plot([r["batch"] for r in rows], [r[name]["requests_per_s"] for r in rows], style, label=name)
+        ax.set(xscale="log", xlabel="requests in the batch (B)", ylabel="requests/s",
+               title=f"{meta['model']} ({meta['dtype']}, {meta['params'] / 1e6:.0f}M)")
+        ax.set_xticks([r["batch"] for r in rows], [str(r["batch"]) for r in rows])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"Batched denoising vs one request after another, {meta['device']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
 
 
 def table(meta: dict, rows: list[dict], paths: list[str]) -> str:

@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {info['model']}: {info['params'] / 1e6:.2f}M params ({info['dtype']})", file=sys.stderr)
     held = [(f.relpath, f.read_text()) for f in collect().held_out]
     tasks = make_tasks(held, args.single, args.multi, seed=args.seed)
+    estimates = length_estimates(eng, tasks)
+    for kind, rows_ in estimates.items():
+        print(f"{kind}: first-forward length estimate vs the true middle length: " + ", ".join(
+            f"threshold {r['threshold']}: correlation {r['correlation']:.2f}" for r in rows_), file=sys.stderr)
     rows = []
     for name, policy, canvas, canvases in POLICIES:
         sampler = SamplerConfig(steps=args.steps, canvas_length=policy)
@@ -71,12 +75,45 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"model": info, "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
             "threads": args.threads, "steps": args.steps,
             "tasks": {"single": args.single, "multi": args.multi, "seed": args.seed}, "rows": rows,
+            "length_estimates": estimates,
             "command": "python bench/eval_length.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(table(meta))
     plot(meta, args.out / "length_policy.png")
     return 0
+
+
+def length_estimates(eng, tasks, thresholds=(0.2, 0.35, 0.5, 0.7), ceilings=(32, 64)) -> dict:
+    """Does the model's first forward know how long the middle is? Per kind and end-probability threshold,
+    the correlation of the probe's estimate (engine.length.estimated_length at the longest canvas) with
+    the true middle's token count, and the median of each."""
+    import statistics
+
+    from dg_lsp.context import fit_request
+    from dg_lsp.engine.forward import CanvasForward
+    from dg_lsp.engine.length import end_probability, estimated_length
+    from dg_lsp.engine.prompt import build_layout
+    from dg_lsp.engine.request import InfillRequest
+    from dg_lsp.training.evaluate import CONTEXT_BUDGET
+
+    end_ids = torch.tensor(sorted(eng.cfg.end_ids))
+    out = {}
+    for kind, ceiling in zip(("single", "multi"), ceilings):
+        truth, guesses = [], {t: [] for t in thresholds}
+        for task in (t for t in tasks if t.kind == kind):
+            request = fit_request(InfillRequest.at_cursor(task.prefix, task.suffix, ceiling), eng.count_tokens,
+                                  CONTEXT_BUDGET, context_limit=eng.cfg.max_position_embeddings)
+            with torch.inference_mode():
+                logits = CanvasForward(eng, build_layout(request, eng.tokenizer, eng.cfg)).logits()
+            p_end = end_probability(logits, end_ids)
+            truth.append(len(eng.tokenizer.encode(task.middle)))
+            for t in thresholds:
+                guesses[t].append(estimated_length(p_end, t))
+        out[kind] = [{"threshold": t, "correlation": (statistics.correlation(g, truth) if len(set(g)) > 1 else 0.0),
+                      "median_estimate": statistics.median(g), "median_true": statistics.median(truth)}
+                     for t, g in guesses.items()]
+    return out
 
 
 def table(meta: dict) -> str:
@@ -106,6 +143,7 @@ def plot(meta: dict, path: Path) -> None:
                    width=0.4, label=f"{kind}-line")
         ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
         ax.set_title(title)
+        ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 0.05))  # an all-zero metric still shows its axis
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7)
     fig.suptitle(f"Canvas length policies: {meta['model']['model']} ({meta['model']['params'] / 1e6:.1f}M params), "
