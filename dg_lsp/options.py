@@ -86,8 +86,8 @@ class InlineOptions:
     block_canvas: int = _canvas(48)
     max_lines: int = opt(12, "an integer 1..200", lambda v: 1 <= v <= 200)
     # a completion longer than its canvas continues canvas after canvas (each one joins the prefix) until
-    # its mode's stop rule ends it (a line: its statement's end; a block: its dedent), an end token,
-    # maxLines, or this many canvases
+    # its mode's stop rule ends it (a line: its statement's end, two canvases at most; a block: its dedent),
+    # an end token, maxLines, or this many canvases
     max_canvases: int = opt(4, "an integer 1..32", lambda v: 1 <= v <= 32)
     # automatic triggers (typing) wait this long before the model starts, so that a burst of keystrokes
     # starts only its last request; explicitly invoked completions never wait

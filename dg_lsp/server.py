@@ -217,7 +217,10 @@ class DgServer(LanguageServer):
         block at its dedent. `on_partial` hears the text so far and whether it goes on."""
         inline = self.options.inline
         debounce = inline.debounce_ms if automatic and not speculative else 0.0
-        canvases, max_lines = inline.max_canvases, inline.max_lines
+        # a line longer than two canvases (32 tokens, ~120 characters by default) is rare in real code; more
+        # would only let a confused model ramble on a line that never closes
+        canvases = inline.max_canvases if ctx.mode == "block" else min(inline.max_canvases, 2)
+        max_lines = inline.max_lines
         ended = block_ended if ctx.mode == "block" else line_ended
 
         def stop(text: str) -> bool:

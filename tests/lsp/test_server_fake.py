@@ -475,6 +475,15 @@ async def test_a_line_longer_than_its_canvas_continues_to_the_end_of_its_stateme
     assert [i.insert_text for i in result.items] == ["compute(alpha, beta, gamma)"]
 
 
+async def test_a_line_that_never_closes_stops_after_two_canvases(client: LanguageClient, tmp_path):
+    record = tmp_path / "requests.jsonl"
+    await initialize(client, fake_options(fake={"responses": {"x = ": "\f".join(["f(a,", " b,", " c,", " d)"])},
+                                                "recordPath": str(record)}))
+    open_doc(client, URI, "def add(a, b):\n    x = \n")
+    await client.text_document_inline_completion_async(inline_params(URI, 1, 8, automatic=True))
+    assert len(recorded(record)) == 2  # a block would go on to maxCanvases (4); a line stops at two
+
+
 def asking_for_progress() -> types.ClientCapabilities:
     """A client that puts no token on its inline requests but asks the server for completion progress
     (Neovim's plugin, the VS Code extension)."""
