@@ -326,8 +326,4 @@ class DgProtocol(LanguageServerProtocol):
 
     @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
     def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams) -> None:
-        self._server.documents.close(params.text_document.uri)
-        self._server.shown.pop(params.text_document.uri, None)
-        self._server.hints.pop(params.text_document.uri, None)
-        self._server._hint_lines.pop(params.text_document.uri, None)
-        self._server._hint_tasks.pop(params.text_document.uri, None)
+        self._server.closed(params.text_document.uri)

@@ -26,6 +26,7 @@ from dg_lsp.completion_progress import CompletionProgress, asks_for_progress
 from dg_lsp.context import (CursorContext, build_cursor_context, cache_key, canvas_limit_problems, canvas_room,
                             fit_request, other_files_tokens, word_start_at)
 from dg_lsp.edit_commands import compute_edit, run_edit_command
+from dg_lsp.hint_runs import HintRuns
 from dg_lsp.lifecycle import Lifecycle
 from dg_lsp.options import Options, parse_options, settings_section
 from dg_lsp.postprocess import (Completion, as_item_edit, block_ended, continue_shown, line_ended, postprocess,
@@ -56,9 +57,7 @@ class DgServer(LanguageServer):
         self.roots: list[str] = []  # workspace folder uris, for naming other files in the context
         self.options = Options()
         self.shown: dict[str, Any] = {}  # uri -> postprocess.Shown
-        self.hints: dict[str, list[types.Diagnostic]] = {}  # uri -> confidence hints published
-        self._hint_lines: dict[str, tuple[int, int]] = {}  # uri -> edited lines not scored yet
-        self._hint_tasks: dict[str, asyncio.Future] = {}  # uri -> its latest scoring
+        self.hint_runs = HintRuns(self)  # confidence hints: scoring after edits, what is published
         self.accepts = Accepts()  # accepted items whose didChange is still to come (dg_lsp/speculate.py)
         self.scheduler = Scheduler(cache_size=self.options.cache.size, on_computed=self._on_computed)
         self.model_state = "idle"
@@ -116,8 +115,7 @@ class DgServer(LanguageServer):
         self.options = options
         self.scheduler.cache.size = options.cache.size
         if not options.hints.enable:
-            for uri in [u for u, diags in self.hints.items() if diags]:
-                self.publish_hints(uri, [])
+            self.hint_runs.clear_all()
         if self._loaded_key is not None and options.backend_key() != self._loaded_key:
             self.start_load()
         else:
@@ -320,62 +318,21 @@ class DgServer(LanguageServer):
         ctx = self.cursor_context(doc, offset, automatic=True)  # editors ask automatically after an accept
         self.scheduler.submit(self.cursor_job(("speculate", uri), ctx, True, speculative=True))
 
-    # --- confidence hints --------------------------------------------------------------------------------
+    # --- after an edit ------------------------------------------------------------------------------------
     def edited(self, uri: str, doc: Document, changes: list[tuple[int, int, str] | None]) -> None:
-        """After a didChange: drop the hints the edit touched and (hints on) score its lines once the edits
-        settle. `changes`: each change's (start line, end line, new text), None for the whole text.
-        A change that brings an accepted item starts its speculation."""
+        """After a didChange: a change that brings an accepted item starts its speculation; the confidence
+        hints the edit touched go, and its lines are scored once the edits settle (dg_lsp/hint_runs.py).
+        `changes`: each change's (start line, end line, new text), None for the whole text."""
         if (offset := self.accepts.changed(doc)) is not None:
             self.speculate(uri, offset)
-        first, last, shifted = hints.edited_lines(changes, doc.line_count)
-        old = self.hints.get(uri, [])
-        kept = hints.keep_after_edit(old, first, last, shifted)
-        if len(kept) != len(old):
-            self.publish_hints(uri, kept)
-        options = self.options.hints
-        if not options.enable or len(doc.text) > options.max_file_chars:
-            self._hint_lines.pop(uri, None)
-            return
-        if uri in self._hint_lines and not shifted:
-            a, b = self._hint_lines[uri]
-            first, last = min(a, first), max(b, last)
-        self._hint_lines[uri] = (first, min(last, doc.line_count - 1))
-        self._hint_tasks[uri] = asyncio.ensure_future(self.score_edited(uri))  # held until it ends
+        self.hint_runs.edited(uri, doc, changes)
 
-    async def score_edited(self, uri: str) -> None:
-        """Score the edited lines on the worker (lowest priority; a newer edit supersedes it), publish."""
-        doc, lines, options = self.documents.get(uri), self._hint_lines.get(uri), self.options
-        if doc is None or lines is None:
-            return
-        win = hints.window(doc, *lines, options.context)
-        if win.start == win.end:
-            return
-        text = win.text
-        request = InfillRequest.rewrite(text[:win.start], text[win.start:win.end], text[win.end:], 1)
-        job = Job(lane=("hints", uri), request=request, sampler=options.sampler_config(),
-                  call=lambda backend, _req, _cancel: backend.score(text, win.start, win.end), low_priority=True,
-                  not_before=time.monotonic() + options.hints.debounce_ms / 1000.0)
-        self.scheduler.submit(job)
-        try:
-            scores = await asyncio.wrap_future(job.future)
-        except (Superseded, Cancelled):
-            return
-        except Exception as exc:  # noqa: BLE001 - hints are best effort (e.g. a model that cannot score)
-            log.info("no confidence hints: %s", exc)
-            return
-        current = self.documents.get(uri)
-        if current is None or current.version != doc.version or not self.options.hints.enable:
-            return
-        self._hint_lines.pop(uri, None)
-        fresh = hints.diagnostics(doc, win, scores, self.options.hints)
-        kept = hints.keep_after_edit(self.hints.get(uri, []), lines[0], lines[1], False)
-        self.publish_hints(uri, kept + fresh)
-
-    def publish_hints(self, uri: str, diagnostics: list[types.Diagnostic]) -> None:
-        self.hints[uri] = diagnostics
-        doc = self.documents.get(uri)
-        self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
-            uri=uri, diagnostics=diagnostics, version=doc.version if doc is not None else None))
+    def closed(self, uri: str) -> None:
+        """After a didClose: forget what was kept for the document."""
+        self.documents.close(uri)
+        self.shown.pop(uri, None)
+        self.accepts.closed(uri)
+        self.hint_runs.closed(uri)
 
     async def complete_with_progress(self, token: types.ProgressToken | None, uri: str, position: types.Position,
                                      automatic: bool) -> tuple[Document, Completion, int] | None:

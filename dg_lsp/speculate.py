@@ -102,3 +102,7 @@ class Accepts:
             return None
         del self._waiting[doc.uri]
         return holds(doc, accepted)
+
+    def closed(self, uri: str) -> None:
+        """The document closed: an item still waiting for its didChange never gets one."""
+        self._waiting.pop(uri, None)

@@ -75,6 +75,9 @@ def test_accepts_settles_the_change_before_or_after_the_command_and_gives_up_els
     assert accepts.changed(Document(URI, SOURCE + "x", 2)) is None  # the user typed something else: given up
     assert accepts.changed(Document(URI, AFTER, 3)) is None
     assert accepts.accepted(accepted, None) is None  # a closed document
+    assert accepts.accepted(accepted, Document(URI, SOURCE, 1)) is None  # waits for its didChange ...
+    accepts.closed(URI)  # ... but the document closes first: a reopened one is not taken for it
+    assert accepts.changed(Document(URI, AFTER, 2)) is None
 
 
 # --- the scheduler's speculative jobs ---------------------------------------------------------------------
