@@ -296,22 +296,32 @@ def postprocess(raw: str, ctx: CursorContext, *, max_lines: int = 12) -> Complet
     return Completion(text=text, start=ctx.offset, end=ctx.offset)
 
 
-def block_ended(raw: str, ctx: CursorContext, *, max_lines: int = 12) -> bool:
-    """Block mode, between the canvases of a long completion: has the text so far ended? True when it holds
-    a special token, a closer it did not open (brackets), a line the dedent rule cuts (outside brackets),
-    or more than `max_lines` lines; `postprocess` then cuts the text where this rule saw the end."""
+def _open_so_far(raw: str, ctx: CursorContext, max_lines: int) -> tuple[str, int, Walk] | None:
+    """Between the canvases of a long completion: the text so far (line breaks normalised), how many of the
+    brackets open at the cursor the suffix closes, and the bracket walk from the statement's start; None
+    when the text has ended whatever the mode: a special token, a closer it did not open, or more than
+    `max_lines` lines."""
     text = raw.replace("\r\n", "\n").replace("\r", "\n")
     if trim_special(text) != text:
-        return True
+        return None
     syntax = syntax_for(ctx.language_id)
     start = statement_state(ctx.prefix, syntax)
     keep = suffix_closes(ctx.suffix, start, syntax)
     walk = scan(text, syntax, start, keep)
-    lines = text.split("\n")
-    if walk.stray >= 0 or len(lines) > max_lines:
+    if walk.stray >= 0 or text.count("\n") >= max_lines:
+        return None
+    return text, keep, walk
+
+
+def block_ended(raw: str, ctx: CursorContext, *, max_lines: int = 12) -> bool:
+    """Block mode, between the canvases of a long completion: has the text so far ended? True when it holds
+    a special token, a closer it did not open (brackets), a line the dedent rule cuts (outside brackets),
+    or more than `max_lines` lines; `postprocess` then cuts the text where this rule saw the end."""
+    if (so_far := _open_so_far(raw, ctx, max_lines)) is None:
         return True
+    text, keep, walk = so_far
     inside = [False] + [not _balanced(state, keep) for state in walk.lines[:-1]]
-    return len(stop_at_dedent(text, ctx.line_prefix, max_lines, inside).split("\n")) < len(lines)
+    return len(stop_at_dedent(text, ctx.line_prefix, max_lines, inside).split("\n")) < len(text.split("\n"))
 
 
 def line_ended(raw: str, ctx: CursorContext, *, max_lines: int = 12) -> bool:
@@ -319,15 +329,9 @@ def line_ended(raw: str, ctx: CursorContext, *, max_lines: int = 12) -> bool:
     when it holds a special token, a closer it did not open, a line break after a line that ends the
     statement (the rule `stop_at_statement_end` cuts at) or after a line broken inside a string, or more
     than `max_lines` lines. A line still open (no break yet, or inside brackets) goes on."""
-    text = raw.replace("\r\n", "\n").replace("\r", "\n")
-    if trim_special(text) != text:
+    if (so_far := _open_so_far(raw, ctx, max_lines)) is None:
         return True
-    syntax = syntax_for(ctx.language_id)
-    start = statement_state(ctx.prefix, syntax)
-    keep = suffix_closes(ctx.suffix, start, syntax)
-    walk = scan(text, syntax, start, keep)
-    if walk.stray >= 0 or text.count("\n") >= max_lines:
-        return True
+    _, keep, walk = so_far
     finished = walk.lines[:-1]  # the lines a break already ended
     whole = _until_broken(finished)
     # only a line that closes everything open (as the final cut prefers) ends it early; max_lines bounds the rest
