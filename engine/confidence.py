@@ -14,28 +14,9 @@ from typing import Iterable
 from torch import Tensor
 
 
-def hole_confidences(canvas: Tensor, probs: Tensor | None, lengths: Iterable[int],
-                     end_ids: frozenset[int]) -> tuple[tuple[float, ...], ...]:
-    """canvas, probs: [N] over every hole's positions in order; lengths: positions per hole. () when the
-    loop did not track probabilities (variable-length canvases)."""
-    if probs is None:
-        return ()
-    ids, values = canvas.tolist(), probs.tolist()
-    out, offset = [], 0
-    for n in lengths:
-        part = ids[offset: offset + n]
-        cut = next((i for i, t in enumerate(part) if t in end_ids), n)
-        out.append(tuple(float(p) for p in values[offset: offset + cut]))
-        offset += n
-    return tuple(out)
-
-
-def hole_tokens(canvas: Tensor, probs: Tensor | None, lengths: Iterable[int],
-                end_ids: frozenset[int]) -> tuple[tuple[int, ...], ...]:
-    """The token ids of each hole's text, cut as `hole_confidences` cuts (one id per confidence; () where
-    it gives none)."""
-    if probs is None:
-        return ()
+def cut_holes(canvas: Tensor, lengths: Iterable[int], end_ids: frozenset[int]) -> tuple[tuple[int, ...], ...]:
+    """The token ids of each hole's text: its `lengths[h]` canvas positions up to the first pad/EOS (what
+    follows it is filler). The one place a hole's text is cut: decoding, token ids and confidences."""
     ids, out, offset = canvas.tolist(), [], 0
     for n in lengths:
         part = ids[offset: offset + n]
@@ -43,3 +24,23 @@ def hole_tokens(canvas: Tensor, probs: Tensor | None, lengths: Iterable[int],
         out.append(tuple(part[:cut]))
         offset += n
     return tuple(out)
+
+
+def hole_confidences(canvas: Tensor, probs: Tensor | None, lengths: Iterable[int],
+                     end_ids: frozenset[int]) -> tuple[tuple[float, ...], ...]:
+    """canvas, probs: [N] over every hole's positions in order; lengths: positions per hole. () when the
+    loop did not track probabilities (variable-length canvases)."""
+    if probs is None:
+        return ()
+    lengths = list(lengths)
+    values, out, offset = probs.tolist(), [], 0
+    for n, ids in zip(lengths, cut_holes(canvas, lengths, end_ids)):
+        out.append(tuple(float(p) for p in values[offset: offset + len(ids)]))
+        offset += n
+    return tuple(out)
+
+
+def hole_tokens(canvas: Tensor, probs: Tensor | None, lengths: Iterable[int],
+                end_ids: frozenset[int]) -> tuple[tuple[int, ...], ...]:
+    """The token ids of each hole's text, one per confidence; () where `hole_confidences` gives none."""
+    return () if probs is None else cut_holes(canvas, lengths, end_ids)

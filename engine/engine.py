@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from dg_lsp.engine.config import GEMMA_FAMILY, ModelConfig, load_config, read_config
-from dg_lsp.engine.confidence import hole_confidences, hole_tokens
+from dg_lsp.engine.confidence import cut_holes, hole_confidences, hole_tokens
 from dg_lsp.engine.context_cache import ContextCache
 from dg_lsp.engine.device import choose_dtype, resolve_device
 from dg_lsp.engine.errors import CheckpointError, ConfigError, InfillCancelled, RequestError
@@ -235,14 +235,8 @@ class Engine:
     def decode_holes(self, layout: Layout, canvas: Tensor, lengths: tuple[int, ...] = ()) -> tuple[str, ...]:
         """Text of each hole, cut at the first pad/EOS (what follows it is filler). `lengths`: canvas
         positions per hole when expand/delete tokens changed them (StepState.lengths)."""
-        ends = self.cfg.end_ids
-        texts, offset = [], 0
-        for n in lengths or [end - start for start, end in layout.holes]:
-            ids = canvas[offset: offset + n].tolist()
-            offset += n
-            cut = next((i for i, t in enumerate(ids) if t in ends), len(ids))
-            texts.append(self.tokenizer.decode(ids[:cut]))
-        return tuple(texts)
+        holes = cut_holes(canvas, lengths or [end - start for start, end in layout.holes], self.cfg.end_ids)
+        return tuple(self.tokenizer.decode(list(ids)) for ids in holes)
 
     @torch.inference_mode()
     def infill_layout(self, layout: Layout, sampler: SamplerConfig, generator: torch.Generator | None = None,

@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
+from dg_lsp.engine.confidence import cut_holes
 from dg_lsp.engine.engine import StepState
 from dg_lsp.engine.errors import RequestError, TokenizerError
 from dg_lsp.engine.gemma import GemmaModel
@@ -147,14 +148,9 @@ class GemmaEngine:
 
     def _texts(self, request: InfillRequest, canvas: Tensor) -> tuple[str, ...]:
         """Each hole's text, cut at its first EOS/pad (what follows is filler)."""
-        ends = set(self.cfg.eos_ids) | ({self.cfg.pad_id} if self.cfg.pad_id is not None else set())
-        texts, offset = [], 0
-        for hole in request.holes:
-            ids = canvas[offset: offset + hole.canvas].tolist()
-            offset += hole.canvas
-            cut = next((i for i, t in enumerate(ids) if t in ends), len(ids))
-            texts.append(self.tokenizer.decode(ids[:cut]))
-        return tuple(texts)
+        ends = frozenset(self.cfg.eos_ids) | ({self.cfg.pad_id} if self.cfg.pad_id is not None else frozenset())
+        holes = cut_holes(canvas, [hole.canvas for hole in request.holes], ends)
+        return tuple(self.tokenizer.decode(list(ids)) for ids in holes)
 
 
 class TimedModel:
