@@ -50,7 +50,8 @@ def load_tok(path: Path = DEFAULT_TOKENIZER):
 def setup(preset: str, texts: list[str], tok, out: Path, device: str = "cpu", **overrides) -> Trainer:
     """A trainer of the preset's shape with `overrides` (TrainConfig fields; precision may be "auto")."""
     cfg: TrainConfig = PRESETS[preset].train
-    cfg = replace(cfg, shape=replace(cfg.shape, vocab=tok.hf.get_vocab_size()), **overrides)
+    shape = overrides.pop("shape", cfg.shape)
+    cfg = replace(cfg, shape=replace(shape, vocab=tok.hf.get_vocab_size()), **overrides)
     cfg = replace(cfg, precision=resolve_precision(cfg.precision, torch.device(device)))
     out.mkdir(parents=True, exist_ok=True)
     return Trainer(cfg, texts, tok, out, log=lambda line: None, device=device)
