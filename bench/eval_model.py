@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
     parser.add_argument("--scan", action="store_true", help="scan this interpreter instead of the manifest")
     parser.add_argument("--allow-missing", action="store_true")
+    parser.add_argument("--pack", type=Path, default=None, help="rebuild the pinned corpus from this pack")
     parser.add_argument("--steps", default="4,8,16")
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--seed", type=int, default=0)

@@ -3,6 +3,9 @@ token count of the run it started from).
 
     python bench/plot_training.py models/dg-coder-tiny/logs/stage1.jsonl models/dg-coder-tiny/logs/stage2.jsonl \
         --out models/dg-coder-tiny/training.png
+    python bench/plot_training.py runs/fp32 runs/bf16 --overlay --labels fp32,bf16 --out bf16_vs_fp32.png
+
+`--overlay` draws the runs on one token axis instead (the same seed and data, compared).
 """
 
 from __future__ import annotations
@@ -34,7 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="run directories or their log.jsonl files, in training order")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     parser.add_argument("--smooth", type=int, default=10, help="points in the trailing mean")
+    parser.add_argument("--overlay", action="store_true", help="runs side by side from token 0, not end to end")
+    parser.add_argument("--labels", default=None, help="comma-separated legend names, one per run")
     args = parser.parse_args(argv)
+    labels = args.labels.split(",") if args.labels else [r.stem if r.suffix else r.name for r in args.runs]
+    if len(labels) != len(args.runs):
+        raise SystemExit(f"--labels: {len(labels)} names for {len(args.runs)} runs")
 
     import matplotlib
 
@@ -48,10 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         tokens = [(offset + r["tokens"]) / 1e6 for r in rows]
         for key, style in (("diffusion", "-"), ("ar", "--")):
             values = [r.get(key, float("nan")) for r in rows]
-            ax.plot(tokens, smooth(values, args.smooth), style, color=f"C{i}", label=f"{run.stem if run.suffix else run.name}: {key}")
-        if i:
+            ax.plot(tokens, smooth(values, args.smooth), style, color=f"C{i}", label=f"{labels[i]}: {key}")
+        if i and not args.overlay:
             ax.axvline(offset / 1e6, color="grey", linewidth=1)
-        offset += rows[-1]["tokens"]
+        if not args.overlay:
+            offset += rows[-1]["tokens"]
     ax.set(xlabel="tokens seen (millions)", ylabel="cross-entropy (nats)",
            title="Training loss (diffusion: noised canvas positions; ar: next token on context rows)")
     ax.grid(alpha=0.3)

@@ -21,10 +21,16 @@ Format (JSON, one line per file so diffs stay readable)::
       …
      ]}
 
+A machine without the pinned packages (a GPU box with only torch, or another Python, whose stdlib files
+differ) rebuilds from a *pack* instead: ``pack`` writes every pinned file into one tar.xz (~1/6 of the
+bytes), ``load_corpus(pack=...)`` unpacks it once beside itself and reads each file from there, checking
+the same hashes, so the corpus is the same whatever that machine has installed.
+
 CLI::
 
     python -m dg_lsp.training.manifest write [--out training/corpus_manifest.json]   # scan and pin
-    python -m dg_lsp.training.manifest check [--manifest ...] [--allow-missing]       # rebuild and verify
+    python -m dg_lsp.training.manifest check [--manifest ...] [--allow-missing] [--pack P]  # rebuild, verify
+    python -m dg_lsp.training.manifest pack --out runs/corpus.tar.xz                  # for another machine
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import hashlib
 import importlib.metadata
 import json
 import sys
+import tarfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -132,9 +139,10 @@ def load_corpus(
     stdlib_root: Path | None = None,
     site_roots: Iterable[Path] | None = None,
     python: str | None = None,
+    pack: Path | str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Corpus:
-    """Rebuild the pinned corpus from the files installed here (see the module doc for the policy).
+    """Rebuild the pinned corpus from the files installed here, or from `pack` (see the module doc).
 
     ``stdlib_root``, ``site_roots`` and ``python`` (the stdlib's version) default to this interpreter's;
     tests pass small temporary trees.
@@ -144,6 +152,8 @@ def load_corpus(
     say = progress or (lambda _msg: None)
     start = time.monotonic()
     data = read(path)
+    if pack is not None:
+        return _from_pack(data, path, Path(pack), allow_missing, say, start)
     python = python or platform.python_version()
     std = Path(stdlib_root) if stdlib_root is not None else default_stdlib_root()
     roots = [Path(r) for r in site_roots] if site_roots is not None else default_site_roots()
@@ -171,6 +181,10 @@ def load_corpus(
         if (n + 1) % 2000 == 0:
             say(f"verified {n + 1}/{len(data['files'])} files ({time.monotonic() - start:.1f}s)")
 
+    return _finish(data, path, splits, problems, allow_missing, say, start)
+
+
+def _finish(data, path, splits, problems, allow_missing, say, start) -> Corpus:
     skipped = dict(sorted(Counter(reason for reason, _ in problems).items()))
     if problems and not allow_missing:
         shown = "\n  ".join(msg for _, msg in problems[:SHOWN_PROBLEMS])
@@ -182,6 +196,69 @@ def load_corpus(
     say(f"corpus from {path}: train {len(splits['train'])} files, held-out {len(splits['held_out'])}"
         + (f"; skipped {skipped}" if skipped else "") + f" ({time.monotonic() - start:.1f}s)")
     return Corpus(splits["train"], splits["held_out"], spec, [], skipped, [])
+
+
+def _member(entry: dict) -> str:
+    """Where a pinned file lives inside a pack: by package, so two packages' same path never collide."""
+    return f"{entry['package']}/{entry['path']}"
+
+
+def write_pack(path: Path | str, out: Path | str, progress: Callable[[str], None] | None = None, **where) -> dict:
+    """Every file of the manifest at `path`, rebuilt and verified here, into the tar.xz `out`."""
+    say = progress or (lambda _msg: None)
+    corpus = load_corpus(path, progress=say, **where)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    entries = [(f, {"package": f.package, "path": f.relpath}) for f in corpus.train + corpus.held_out]
+    with tarfile.open(out, "w:xz") as tar:
+        for n, (f, entry) in enumerate(entries):
+            info = tar.gettarinfo(str(f.path), arcname=_member(entry))
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = 0  # the same files give the same archive members whoever packs them
+            with open(f.path, "rb") as handle:
+                tar.addfile(info, handle)
+            if (n + 1) % 2000 == 0:
+                say(f"packed {n + 1}/{len(entries)} files")
+    say(f"wrote {out}: {len(entries)} files, {out.stat().st_size / 2**20:.1f} MiB")
+    return {"files": len(entries), "bytes": out.stat().st_size}
+
+
+def _from_pack(data: dict, path, pack: Path, allow_missing: bool, say, start) -> Corpus:
+    """The corpus from a pack, unpacked once into `<pack name>.d/` beside it (reused while complete)."""
+    if not pack.is_file():
+        raise ManifestError(f"--pack {pack}: no such file (write one with `python -m "
+                            f"dg_lsp.training.manifest pack --out {pack}` on a machine that has the packages)")
+    root = pack.with_name(pack.name.split(".")[0] + ".d")
+    stamp = root / ".unpacked"
+    if not stamp.is_file() or stamp.read_text() != f"{pack.stat().st_size} {pack.stat().st_mtime_ns}":
+        say(f"unpacking {pack} into {root} ...")
+        try:
+            with tarfile.open(pack, "r:*") as tar:
+                tar.extractall(root, filter="data")  # "data": no absolute paths, links out or devices
+        except (tarfile.TarError, OSError) as exc:
+            raise ManifestError(f"--pack {pack}: not a readable corpus pack ({exc})") from exc
+        stamp.write_text(f"{pack.stat().st_size} {pack.stat().st_mtime_ns}")
+    splits: dict[str, list[SourceFile]] = {s: [] for s in SPLITS}
+    problems: list[tuple[str, str]] = []
+    for e in data["files"]:
+        label = f"{e['package']} {e['version']}: {e['path']}"
+        rel = Path(e["path"])
+        found = root / _member(e)
+        if rel.is_absolute() or ".." in rel.parts:
+            problems.append(("bad_path", f"{label}: path must be relative and inside its package"))
+            continue
+        if not found.is_file():
+            problems.append(("missing_file", f"{label}: not in the pack {pack}"))
+            continue
+        blob = found.read_bytes()
+        digest = hashlib.sha256(blob).hexdigest()
+        if digest != e["sha256"]:
+            problems.append(("hash_mismatch", f"{label}: SHA-256 {digest[:16]}… in the pack, pinned {e['sha256'][:16]}…"))
+            continue
+        splits[e["split"]].append(SourceFile(found, e["path"], e["package"], e["version"], e["license"],
+                                             e["sha256"], len(blob)))
+    return _finish(data, f"{path} (pack {pack})", splits, problems, allow_missing, say, start)
 
 
 def _locate(entry: dict, std: Path, python: str, dists: dict) -> tuple[Path | None, tuple[str, str] | None]:
@@ -219,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("check", help="rebuild the corpus from a manifest and verify every hash")
     c.add_argument("--manifest", type=Path, default=DEFAULT_PATH)
     c.add_argument("--allow-missing", action="store_true")
+    c.add_argument("--pack", type=Path, default=None, help="rebuild from this pack instead of the installed packages")
+    k = sub.add_parser("pack", help="write every pinned file into one tar.xz, for a machine without the packages")
+    k.add_argument("--manifest", type=Path, default=DEFAULT_PATH)
+    k.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if args.command == "write":
@@ -227,7 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         say(f"wrote {args.out}: {json.dumps(data['totals'])}")
         return 0
     try:
-        corpus = load_corpus(args.manifest, allow_missing=args.allow_missing, progress=say)
+        if args.command == "pack":
+            write_pack(args.manifest, args.out, progress=say)
+            return 0
+        corpus = load_corpus(args.manifest, allow_missing=args.allow_missing, pack=args.pack, progress=say)
     except ManifestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -349,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="use whatever permissive code this interpreter has instead of the manifest")
     parser.add_argument("--allow-missing", action="store_true",
                         help="skip (and count) manifest files that are missing or changed instead of stopping")
+    parser.add_argument("--pack", type=Path, default=None,
+                        help="rebuild the pinned corpus from this pack (`python -m dg_lsp.training.manifest pack`), "
+                             "not from installed packages: for a machine that lacks them")
     parser.add_argument("--export", type=Path, default=None, help="write the finished model here")
     parser.add_argument("--max-shard-mib", type=float, default=MAX_SHARD_BYTES / 2**20,
                         help="exported weights in safetensors shards of at most this size")
@@ -431,7 +434,7 @@ def load_training_corpus(args):
     from dg_lsp.training.manifest import load_corpus
 
     print(f"rebuilding the corpus from {args.manifest} ...", file=sys.stderr)
-    return load_corpus(args.manifest, allow_missing=args.allow_missing,
+    return load_corpus(args.manifest, allow_missing=args.allow_missing, pack=getattr(args, "pack", None),
                        progress=lambda m: print(m, file=sys.stderr))
 
 

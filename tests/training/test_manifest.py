@@ -13,7 +13,8 @@ from dg_lsp.engine.testing import tiny_tokenizer
 from dg_lsp.engine.tokenizer import Tokenizer
 from dg_lsp.training.corpus import STDLIB, HeldOut, collect
 from dg_lsp.training.examples import ExampleSpec
-from dg_lsp.training.manifest import ManifestError, load_corpus, read, write
+from dg_lsp.training.corpus import _totals
+from dg_lsp.training.manifest import ManifestError, load_corpus, read, write, write_pack
 from dg_lsp.training.batches import TextSampler, batch_at
 from dg_lsp.training.train import TrainConfig
 
@@ -164,3 +165,37 @@ def test_examples_are_a_function_of_seed_and_step(tok):
     assert all(x.equal(y) for x, y in zip(late, batch_at(sampler, cfg, 5)))
     assert not batch_at(sampler, cfg, 4)[0].equal(late[0]) or not np.array_equal(
         batch_at(sampler, cfg, 4)[1].numpy(), late[1].numpy())
+
+
+def test_a_pack_rebuilds_the_identical_corpus_where_nothing_is_installed(tree, tok, tmp_path):
+    std, site, path = tree
+    pack = tmp_path / "out" / "corpus.tar.xz"
+    write_pack(path, pack, stdlib_root=std, site_roots=[site], python=PY)
+    here = load(tree)
+    # elsewhere: none of the packages, another Python; the pack alone must give the same splits and examples
+    there = load_corpus(path, stdlib_root=tmp_path / "none", site_roots=[], python="3.99.0", pack=pack)
+    for split in ("train", "held_out"):
+        assert _totals(getattr(there, split)) == _totals(getattr(here, split))
+    assert [f.read_text() for f in there.train] == [f.read_text() for f in here.train]
+    assert all(f.path.is_relative_to(tmp_path / "out" / "corpus.d") for f in there.train)
+    spec = ExampleSpec(seq_len=96, max_middle=16, window_chars=600)
+    cfg = TrainConfig(example=spec, batch=6, seed=7)
+    a = TextSampler([f.read_text() for f in here.train], tok, spec)
+    b = TextSampler([f.read_text() for f in there.train], tok, spec)
+    assert all(x.equal(y) for x, y in zip(batch_at(a, cfg, 2), batch_at(b, cfg, 2)))
+
+
+def test_a_pack_is_hash_checked_and_a_missing_pack_is_a_clear_error(tree, tmp_path):
+    std, site, path = tree
+    with pytest.raises(ManifestError, match=r"--pack .*nope.tar.xz: no such file .*manifest pack"):
+        load_corpus(path, pack=tmp_path / "nope.tar.xz")
+    pack = tmp_path / "corpus.tar.xz"
+    write_pack(path, pack, stdlib_root=std, site_roots=[site], python=PY)
+    load_corpus(path, pack=pack)
+    (tmp_path / "corpus.d" / "goodpkg" / "goodpkg" / "core.py").write_text("x = 1\n")  # edited after unpacking
+    with pytest.raises(ManifestError, match=r"goodpkg 1.0: goodpkg/core.py: SHA-256 .* in the pack"):
+        load_corpus(path, pack=pack)
+    assert load_corpus(path, pack=pack, allow_missing=True).skipped == {"hash_mismatch": 1}
+    (tmp_path / "corpus.tar.xz").write_bytes(b"not a tar")
+    with pytest.raises(ManifestError, match=r"not a readable corpus pack"):
+        load_corpus(path, pack=pack)
