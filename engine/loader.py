@@ -157,7 +157,8 @@ def save_checkpoint(model: Transformer, model_dir: Path, dtype: torch.dtype | No
         for piece, (name, _) in zip(whole.split([s[0] for _, s in parts]), parts):
             tensors[name] = piece.contiguous()
     (model_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
-    if max_shard_bytes is None:
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    if max_shard_bytes is None or total <= max_shard_bytes:  # one file when it fits, as save_pretrained does
         save_file(tensors, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
         return
     shards: list[dict[str, torch.Tensor]] = [{}]
@@ -174,6 +175,5 @@ def save_checkpoint(model: Transformer, model_dir: Path, dtype: torch.dtype | No
         fname = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
         save_file(shard, str(model_dir / fname), metadata={"format": "pt"})
         weight_map.update({name: fname for name in shard})
-    total = sum(t.numel() * t.element_size() for t in tensors.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (model_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")

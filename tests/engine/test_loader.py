@@ -34,6 +34,12 @@ def test_sharded_checkpoint_equals_single_file(tmp_path, ckpt):
     assert a.complete(REQ).texts == b.complete(REQ).texts
 
 
+def test_weights_within_the_shard_limit_are_one_plain_file(tmp_path, ckpt):
+    fits = write_tiny_checkpoint(tmp_path / "f", "dg", seed=3, shard_bytes=10**9)
+    assert sorted(p.name for p in fits.glob("model*")) == ["model.safetensors"]  # no index, no -00001-of-00001
+    assert torch.equal(logits_of(load(ckpt, device="cpu")), logits_of(load(fits, device="cpu")))
+
+
 def test_loaded_model_has_no_meta_tensors_and_the_requested_dtype(ckpt):
     eng = load(ckpt, device="cpu", dtype="bfloat16")
     assert all(p.device.type == "cpu" and p.dtype == torch.bfloat16 for p in eng.model.parameters())
