@@ -1,6 +1,6 @@
 """Held-out scores of two or more models side by side (bench/eval_model.py results), with the baselines.
 
-    python bench/plot_compare_models.py v1=models/dg-coder-tiny/eval_results_v1.json \
+    python -m bench.plot_compare_models v1=models/dg-coder-tiny/eval_results_v1.json \
         v2=models/dg-coder-tiny/eval_results.json --steps 4 --out models/dg-coder-tiny/v1_vs_v2.png
 """
 
@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from bench.plot_training import save_figure
 
 METRICS = [  # (row key, baselines path, label)
     ("single_similarity", ("single", "similarity"), "single-line\nsimilarity"),
@@ -50,12 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
     ax.set_xticks(range(len(METRICS)), [label for _, _, label in METRICS], fontsize=8)
     ax.set(ylabel="score (0-1)", title=f"Held-out scores ({args.policy} sampler, {args.steps} steps)")
-    ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
-    print(f"wrote {args.out}", file=sys.stderr)
+    save_figure(fig, ax, args.out)
     return 0
 
 

@@ -64,12 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     ax.set(xlabel="tokens seen (millions)", ylabel="cross-entropy (nats)",
            title="Training loss (diffusion: noised canvas positions; ar: next token on context rows)")
     ax.grid(alpha=0.3)
+    save_figure(fig, ax, args.out)
+    return 0
+
+
+def save_figure(fig, ax, out: Path) -> None:
+    """Legend, tight layout, then the PNG (its folder made if needed); says where it went."""
     ax.legend(fontsize=8)
     fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
-    print(f"wrote {args.out}", file=sys.stderr)
-    return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
