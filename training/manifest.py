@@ -153,7 +153,10 @@ def load_corpus(
     start = time.monotonic()
     data = read(path)
     if pack is not None:
-        return _from_pack(data, path, Path(pack), allow_missing, say, start)
+        pack = Path(pack)
+        root = _unpack(pack, say)
+        return _verify(data, f"{path} (pack {pack})", lambda e: _locate_in_pack(e, root, pack),
+                       f" in the pack {pack}", allow_missing, say, start)
     python = python or platform.python_version()
     std = Path(stdlib_root) if stdlib_root is not None else default_stdlib_root()
     roots = [Path(r) for r in site_roots] if site_roots is not None else default_site_roots()
@@ -162,16 +165,24 @@ def load_corpus(
         name = dist.metadata["Name"]
         if name:
             dists.setdefault(_normalise(name), dist)  # the first root wins, as for imports
+    return _verify(data, path, lambda e: _locate(e, std, python, dists), "", allow_missing, say, start)
 
+
+def _verify(data: dict, path, locate, source: str, allow_missing: bool, say, start) -> Corpus:
+    """Every manifest entry found by `locate` (entry -> path on disk, or why not) and hash-checked."""
     splits: dict[str, list[SourceFile]] = {s: [] for s in SPLITS}
     problems: list[tuple[str, str]] = []  # (reason, message)
     for n, e in enumerate(data["files"]):
-        found, problem = _locate(e, std, python, dists)
+        rel = Path(e["path"])
+        if rel.is_absolute() or ".." in rel.parts:
+            found, problem = None, ("bad_path", f"{_label(e)}: path must be relative and inside its package")
+        else:
+            found, problem = locate(e)
         if problem is None:
             blob = found.read_bytes()
             digest = hashlib.sha256(blob).hexdigest()
             if digest != e["sha256"]:
-                problem = ("hash_mismatch", f"{e['package']} {e['version']}: {e['path']}: SHA-256 {digest[:16]}…, "
+                problem = ("hash_mismatch", f"{_label(e)}: SHA-256 {digest[:16]}…{source}, "
                                             f"pinned {e['sha256'][:16]}… ({found})")
         if problem is not None:
             problems.append(problem)
@@ -180,8 +191,11 @@ def load_corpus(
                                              e["sha256"], len(blob)))
         if (n + 1) % 2000 == 0:
             say(f"verified {n + 1}/{len(data['files'])} files ({time.monotonic() - start:.1f}s)")
-
     return _finish(data, path, splits, problems, allow_missing, say, start)
+
+
+def _label(entry: dict) -> str:
+    return f"{entry['package']} {entry['version']}: {entry['path']}"
 
 
 def _finish(data, path, splits, problems, allow_missing, say, start) -> Corpus:
@@ -224,8 +238,8 @@ def write_pack(path: Path | str, out: Path | str, progress: Callable[[str], None
     return {"files": len(entries), "bytes": out.stat().st_size}
 
 
-def _from_pack(data: dict, path, pack: Path, allow_missing: bool, say, start) -> Corpus:
-    """The corpus from a pack, unpacked once into `<pack name>.d/` beside it (reused while complete)."""
+def _unpack(pack: Path, say) -> Path:
+    """The pack unpacked once into `<pack name>.d/` beside it (reused while the pack is unchanged)."""
     if not pack.is_file():
         raise ManifestError(f"--pack {pack}: no such file (write one with `python -m "
                             f"dg_lsp.training.manifest pack --out {pack}` on a machine that has the packages)")
@@ -239,34 +253,19 @@ def _from_pack(data: dict, path, pack: Path, allow_missing: bool, say, start) ->
         except (tarfile.TarError, OSError) as exc:
             raise ManifestError(f"--pack {pack}: not a readable corpus pack ({exc})") from exc
         stamp.write_text(f"{pack.stat().st_size} {pack.stat().st_mtime_ns}")
-    splits: dict[str, list[SourceFile]] = {s: [] for s in SPLITS}
-    problems: list[tuple[str, str]] = []
-    for e in data["files"]:
-        label = f"{e['package']} {e['version']}: {e['path']}"
-        rel = Path(e["path"])
-        found = root / _member(e)
-        if rel.is_absolute() or ".." in rel.parts:
-            problems.append(("bad_path", f"{label}: path must be relative and inside its package"))
-            continue
-        if not found.is_file():
-            problems.append(("missing_file", f"{label}: not in the pack {pack}"))
-            continue
-        blob = found.read_bytes()
-        digest = hashlib.sha256(blob).hexdigest()
-        if digest != e["sha256"]:
-            problems.append(("hash_mismatch", f"{label}: SHA-256 {digest[:16]}… in the pack, pinned {e['sha256'][:16]}…"))
-            continue
-        splits[e["split"]].append(SourceFile(found, e["path"], e["package"], e["version"], e["license"],
-                                             e["sha256"], len(blob)))
-    return _finish(data, f"{path} (pack {pack})", splits, problems, allow_missing, say, start)
+    return root
+
+
+def _locate_in_pack(entry: dict, root: Path, pack: Path) -> tuple[Path | None, tuple[str, str] | None]:
+    found = root / _member(entry)
+    if not found.is_file():
+        return None, ("missing_file", f"{_label(entry)}: not in the pack {pack}")
+    return found, None
 
 
 def _locate(entry: dict, std: Path, python: str, dists: dict) -> tuple[Path | None, tuple[str, str] | None]:
     """The file of a manifest entry on this machine, or the reason and message why it cannot be used."""
-    label = f"{entry['package']} {entry['version']}: {entry['path']}"
-    rel = Path(entry["path"])
-    if rel.is_absolute() or ".." in rel.parts:
-        return None, ("bad_path", f"{label}: path must be relative and inside its package")
+    label, rel = _label(entry), Path(entry["path"])  # a safe relative path: checked by _verify
     if entry["package"] == STDLIB:
         if entry["version"] != python:
             return None, ("version_mismatch", f"{label}: needs Python {entry['version']}, this is {python}")
