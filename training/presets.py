@@ -1,6 +1,7 @@
 """Named training runs: the model shape and recipe of each, as data (`--preset NAME`; flags override).
 
-- ``cpu-tiny``: the shipped dg-coder-tiny (4.85M parameters, fp32, batch 16), stage 1 of its model card.
+- ``cpu-tiny``: the shipped dg-coder-tiny's shape (4.85M parameters) with stage 1's recipe (fp32, batch 16);
+  stage 3 ran it with `--precision bf16` and the flags in its model card.
 - ``gpu-30m``: about 30M parameters for one H100/H200 in at most 9 minutes of wall time: bf16 autocast,
   fused AdamW, batch 128 x 256 tokens, data built ahead by 12 worker processes. Its schedule is fitted to
   the time: after 120 steps the measured pace decides how many of the (at most 20,000) steps fit in
